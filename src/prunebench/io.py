@@ -1,0 +1,79 @@
+"""Atomic file writes: every write goes through a temp file, fsync and rename.
+
+A crash or kill at any moment leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+def _atomic(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    return _atomic(path, lambda fh: fh.write(data))
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
+    """torch.save through the atomic helper (load back with ``weights_only=True``)."""
+    import torch
+
+    return _atomic(path, lambda fh: torch.save(obj, fh))
+
+
+def append_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> Path:
+    """Append lines atomically: rewrite the whole (small) file with the new lines added."""
+    path = Path(path)
+    old = path.read_bytes() if path.exists() else b""
+    new = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
+    return write_bytes(path, old + new.encode("utf-8"))
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

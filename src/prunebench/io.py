@@ -64,16 +64,17 @@ def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
     return _atomic(path, lambda fh: torch.save(obj, fh))
 
 
-def append_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> Path:
-    """Append lines atomically: rewrite the whole (small) file with the new lines added."""
-    path = Path(path)
-    old = path.read_bytes() if path.exists() else b""
-    new = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
-    return write_bytes(path, old + new.encode("utf-8"))
-
-
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> Path:
+    text = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
+    return write_text(path, text)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    return json.loads(Path(path).read_text())

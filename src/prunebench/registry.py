@@ -41,9 +41,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             allowed = ", ".join(sorted(self._items)) or "(none)"
-            raise RegistryError(
-                f"unknown {self.kind} {name!r}; registered: {allowed}"
-            ) from None
+            raise RegistryError(f"unknown {self.kind} {name!r}; registered: {allowed}") from None
 
     def doc(self, name: str) -> str:
         self.get(name)

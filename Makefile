@@ -1,0 +1,53 @@
+# prunebench: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A CPU build of this torch lies on the project machines' disk; elsewhere `make TORCH=torch`.
+TORCH  ?= torch==2.13.0
+FMNIST ?= /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: demo test test-slow install dev data lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+dev: $(VENV)/.dev
+
+# Fashion-MNIST from Debian's package when apt is there and the data is not.
+data:
+	@if [ ! -f "$(FMNIST)" ] && [ -z "$$PRUNEBENCH_DATA" ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's dataset-fashion-mnist"; \
+	  $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }; \
+	fi
+
+demo: install data
+	$(BIN)/prunebench run examples/demo.yaml --out runs/demo
+
+test: dev data
+	$(BIN)/pytest
+
+# End-to-end runs (minutes): `make demo` itself among them. CI runs these too.
+test-slow: dev data
+	$(BIN)/pytest -m slow
+
+lint: dev
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

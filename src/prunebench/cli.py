@@ -1,0 +1,200 @@
+"""The command line: a thin typer layer over the library API (``prunebench.api``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from prunebench import api
+from prunebench.errors import PrunebenchError
+from prunebench.report.terminal import metrics_table, result_rows, results_table, runs_table
+
+app = typer.Typer(
+    help="prunebench: fair, fast and explainable neural-network pruning comparisons.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console() if sys.stdout.isatty() else Console(width=160)
+err_console = Console(stderr=True)
+
+OutOpt = Annotated[Path, typer.Option("--out", help="run store directory")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+
+
+class RichReporter:
+    """A progress bar per epoch (batches), with the epoch's accuracy when it ends."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            transient=False,
+        )
+        self.task: Any = None
+
+    def start_epoch(self, phase: str, epoch: int, total: int, n_batches: int) -> None:
+        if self.task is None:
+            self.progress.start()
+        self.task = self.progress.add_task(f"{phase} {epoch + 1}/{total}", total=n_batches, info="")
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+    def end_epoch(self, metrics: dict[str, Any]) -> None:
+        info = f"lr {metrics['lr']:g}  test {metrics.get('test_acc', float('nan')):.2f}%"
+        self.progress.update(self.task, info=info)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+
+def _reporter(quiet: bool) -> RichReporter | None:
+    if quiet or not sys.stdout.isatty():
+        return None
+    return RichReporter(console)
+
+
+def _fail(exc: PrunebenchError) -> None:
+    err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=exc.exit_code)
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML (may hold a grid:)")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override KEY=VALUE, e.g. retrain.lr=0:0.001 (repeatable)"),
+    ] = None,
+    out: OutOpt = Path("runs"),
+    data_dir: Annotated[str | None, typer.Option(help="look here for data first")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N]")] = None,
+    quiet: QuietOpt = False,
+    json_: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
+) -> None:
+    """Run a recipe (every cell of its grid): pretrain -> prune -> retrain."""
+    reporter = _reporter(quiet or json_)
+    try:
+        items = api.run_all(
+            recipe, out, overrides=set_, reporter=reporter, device=device, data_dir=data_dir
+        )
+    except PrunebenchError as exc:
+        _fail(exc)
+    finally:
+        if reporter is not None:
+            reporter.close()
+    if json_:
+        typer.echo(
+            json.dumps(
+                [{"id": r.id, "cell": c, "status": r.status, "result": r.result} for c, r in items],
+                indent=2,
+            )
+        )
+        return
+    console.print(results_table(result_rows(items), title=f"Results ({recipe})"))
+    console.print(f"runs stored in {out}/ (prunebench runs --out {out})")
+
+
+@app.command("runs")
+def runs_cmd(
+    out: OutOpt = Path("runs"),
+    json_: Annotated[bool, typer.Option("--json", help="a JSON list of runs")] = False,
+) -> None:
+    """List the runs of a store: id, status, model, dataset, method, ratio, final accuracy."""
+    try:
+        rows = api.runs(out)
+    except PrunebenchError as exc:
+        _fail(exc)
+    if json_:
+        keys = (
+            "id",
+            "status",
+            "name",
+            "model",
+            "dataset",
+            "method",
+            "ratio",
+            "created",
+            "updated",
+            "recipe",
+            "result",
+        )
+        typer.echo(json.dumps([{k: r.get(k) for k in keys} for r in rows], indent=2))
+        return
+    if not rows:
+        console.print(f"no runs in {out}/")
+        return
+    console.print(runs_table(rows))
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="a run id or a unique prefix")],
+    out: OutOpt = Path("runs"),
+    json_: Annotated[bool, typer.Option("--json", help="recipe, result, metrics as JSON")] = False,
+) -> None:
+    """Show one run: its effective recipe, result and per-epoch metrics."""
+    try:
+        data = api.show(run_id, out)
+    except PrunebenchError as exc:
+        _fail(exc)
+    if json_:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    res = data["result"] or {}
+    console.print(f"[bold]run {data['id']}[/bold]  status: {res.get('status', 'incomplete')}")
+    console.print(yaml.safe_dump(data["recipe"], sort_keys=False).rstrip(), highlight=False)
+    if res:
+        summary = {k: res.get(k) for k in ("test_acc", "val_acc", "test_top5", "best_val")}
+        summary["data"] = (res.get("data") or {}).get("source")
+        pruned = res.get("pruned") or {}
+        for k in ("param_sparsity", "flops_sparsity", "speedup"):
+            if k in pruned:
+                summary[k] = pruned[k]
+        console.print(
+            yaml.safe_dump({"result": summary}, sort_keys=False).rstrip(), highlight=False
+        )
+    console.print(metrics_table(data["metrics"]))
+
+
+@app.command()
+def models() -> None:
+    """List the registered models."""
+    from prunebench.models import MODELS
+
+    for name in MODELS.names():
+        console.print(f"{name:14s} {MODELS.doc(name)}", highlight=False)
+
+
+@app.command()
+def datasets() -> None:
+    """List the registered datasets."""
+    from prunebench.data import DATASETS
+
+    for name in DATASETS.names():
+        console.print(f"{name:14s} {DATASETS.doc(name)}", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except PrunebenchError as exc:  # errors raised outside a command body
+        err_console.print(f"error: {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Datasets as in-memory uint8 tensors, and a loop-free batch loader.
+
+Registered datasets (``DATASETS``): ``fashion_mnist``, ``mnist`` (IDX files), ``cifar10``,
+``cifar100`` (official python batches / ``.tar.gz``, or an ImageFolder copy as folder or
+``.zip``) and ``synthetic`` (generated, for tests). ``load_dataset(name, data_dir, **kwargs)``
+returns a :class:`Dataset`, memoised per process.
+
+Where the files are looked for (first hit wins):
+
+1. the explicit ``data_dir`` argument (``--data-dir``): a folder holding the files directly or a
+   root holding ``<name>/``; for CIFAR also the ``.tar.gz`` / ``.zip`` file itself (e.g.
+   ``/work/shared/data/cifar10-jpeg.zip``). An explicit path without usable data is an error.
+2. ``$PRUNEBENCH_DATA/<name>/`` (also ``$PRUNEBENCH_DATA/fashion-mnist/`` style names).
+3. the user cache dir ``platformdirs.user_cache_dir("prunebench")/<name>`` (e.g.
+   ``~/.cache/prunebench/fashion_mnist``).
+4. system paths ``/usr/share/datasets/<debian-name>`` (Debian's ``dataset-fashion-mnist``
+   installs ``/usr/share/datasets/fashion-mnist``).
+5. a download from the official source into the cache dir (temp file, md5 check against the
+   official checksum, then rename); any failure raises a one-line DataError saying where to put
+   the files by hand.
+
+Archives (``.tar.gz``) are extracted into the cache dir (temp folder, then rename); decoded
+ImageFolder copies are cached as uint8 tensors in ``<cache>/decoded/`` keyed by the source path,
+size and mtime.
+
+``Dataset.source`` names the copy that was read (e.g. "CIFAR-10 (JPEG q75 copy, ImageFolder at
+...)") and ``Dataset.checksum`` is a 16-hex sha256 of the loaded tensors, for run fingerprints.
+"""
+
+from prunebench.data import cifar, mnist, synthetic  # noqa: F401  (register the loaders)
+from prunebench.data.core import DATASETS, Dataset, clear_memo, load_dataset, tensor_checksum
+from prunebench.data.loader import BatchLoader, crop_flip, derive_seed, split_train_val
+from prunebench.data.paths import cache_root, find_data
+
+__all__ = [
+    "DATASETS",
+    "BatchLoader",
+    "Dataset",
+    "cache_root",
+    "clear_memo",
+    "crop_flip",
+    "derive_seed",
+    "find_data",
+    "load_dataset",
+    "split_train_val",
+    "tensor_checksum",
+]

@@ -1,0 +1,146 @@
+"""The Dataset record, the dataset registry and the memoised ``load_dataset``."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from prunebench.errors import DataError
+from prunebench.registry import Registry
+
+Loader = Callable[..., "Dataset"]
+
+DATASETS: Registry[Loader] = Registry("dataset")
+
+AUGMENTS = ("none", "crop_flip")
+
+
+@dataclass
+class Dataset:
+    """A whole dataset held in memory as uint8 image tensors plus int64 labels."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str
+    source: str
+    checksum: str
+    classes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x = getattr(self, f"{split}_x")
+            y = getattr(self, f"{split}_y")
+            if x.dtype != torch.uint8 or x.dim() != 4:
+                raise DataError(
+                    f"{self.name}: {split}_x must be uint8 (N, C, H, W), "
+                    f"got {x.dtype} {tuple(x.shape)}"
+                )
+            if y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x):
+                raise DataError(
+                    f"{self.name}: {split}_y must be int64 (N,) matching {split}_x, "
+                    f"got {y.dtype} {tuple(y.shape)}"
+                )
+            setattr(self, f"{split}_x", x.cpu().contiguous())
+            setattr(self, f"{split}_y", y.cpu().contiguous())
+        if self.train_x.shape[1:] != self.test_x.shape[1:]:
+            raise DataError(
+                f"{self.name}: train images {tuple(self.train_x.shape[1:])} and test images "
+                f"{tuple(self.test_x.shape[1:])} differ in shape"
+            )
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise DataError(
+                f"{self.name}: mean/std need {self.in_channels} values, "
+                f"got {len(self.mean)}/{len(self.std)}"
+            )
+        if self.augment not in AUGMENTS:
+            raise DataError(
+                f"{self.name}: augment {self.augment!r} not allowed; allowed: {', '.join(AUGMENTS)}"
+            )
+        for y in (self.train_y, self.test_y):
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise DataError(
+                    f"{self.name}: labels must lie in [0, {self.num_classes}), "
+                    f"got [{int(y.min())}, {int(y.max())}]"
+                )
+        if not self.classes:
+            self.classes = [str(i) for i in range(self.num_classes)]
+        if len(self.classes) != self.num_classes:
+            raise DataError(
+                f"{self.name}: {len(self.classes)} class names for {self.num_classes} classes"
+            )
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.train_x.shape[2]), int(self.train_x.shape[3])
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, train={len(self.train_x)}, test={len(self.test_x)}, "
+            f"shape={tuple(self.train_x.shape[1:])}, classes={self.num_classes}, "
+            f"source={self.source!r}, checksum={self.checksum!r})"
+        )
+
+
+def tensor_checksum(*tensors: torch.Tensor) -> str:
+    """Short sha256 (16 hex chars) of the tensors' dtype, shape and raw bytes."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(memoryview(np.ascontiguousarray(t.numpy())).cast("B"))
+    return h.hexdigest()[:16]
+
+
+_MEMO: dict[tuple[Any, ...], Dataset] = {}
+
+
+def _memo_key(name: str, data_dir: str | Path | None, kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    resolved = str(Path(data_dir).expanduser().resolve()) if data_dir is not None else None
+    env = os.environ.get("PRUNEBENCH_DATA")
+    return (name, resolved, env, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, **kwargs: Any) -> Dataset:
+    """Load a registered dataset (memoised per process on name, resolved dir and kwargs).
+
+    Raises RegistryError for an unknown name (listing the registered ones) and DataError when
+    the data cannot be found, downloaded, verified or parsed.
+    """
+    loader = DATASETS.get(name)
+    try:
+        inspect.signature(loader).bind(data_dir, **kwargs)
+    except TypeError:
+        params = [p for p in inspect.signature(loader).parameters if p != "data_dir"]
+        allowed = ", ".join(params) or "(none)"
+        raise DataError(
+            f"dataset {name!r} got options {sorted(kwargs)}; allowed: {allowed}"
+        ) from None
+    key = _memo_key(name, data_dir, kwargs)
+    if key not in _MEMO:
+        path = Path(data_dir).expanduser() if data_dir is not None else None
+        _MEMO[key] = loader(path, **kwargs)
+    return _MEMO[key]
+
+
+def clear_memo() -> None:
+    """Forget every dataset memoised by load_dataset (tests, long-lived processes)."""
+    _MEMO.clear()

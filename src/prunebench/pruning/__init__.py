@@ -1,0 +1,43 @@
+"""Pruning: criteria (registry), layer-ratio patterns and structured removal.
+
+>>> from prunebench.pruning import parse_layer_ratios, resolve_layer_ratios, prune_structured
+>>> # ratios = resolve_layer_ratios(parse_layer_ratios("*layer*.conv1:0.5"), model,
+>>> #                               prunable_layers(model, x))
+>>> # outcome = prune_structured(model, ratios, "l1", x)
+"""
+
+from prunebench.pruning import criteria  # noqa: F401  (registers the built-in criteria)
+from prunebench.pruning.context import CRITERIA, Criterion, PruneContext, register_criterion
+from prunebench.pruning.ratios import (
+    LayerRatios,
+    num_to_prune,
+    output_layer_name,
+    parse_layer_ratios,
+    resolve_layer_ratios,
+)
+from prunebench.pruning.structured import (
+    PruneOutcome,
+    apply_structure,
+    masked_reference,
+    prunable_layers,
+    prune_structured,
+    prune_summary,
+)
+
+__all__ = [
+    "CRITERIA",
+    "Criterion",
+    "LayerRatios",
+    "PruneContext",
+    "PruneOutcome",
+    "apply_structure",
+    "masked_reference",
+    "num_to_prune",
+    "output_layer_name",
+    "parse_layer_ratios",
+    "prunable_layers",
+    "prune_structured",
+    "prune_summary",
+    "register_criterion",
+    "resolve_layer_ratios",
+]

@@ -1,0 +1,198 @@
+"""Per-layer pruning ratios: the TPP/GReg pattern convention (paper, section 6).
+
+A spec is either one number (the same ratio for every prunable layer) or comma-separated
+``PATTERN:RATIO`` rules with fnmatch patterns on module names, later rules overriding
+earlier ones, e.g. ``"*layer*.conv1:0.5"`` or ``"*features*:0.9"`` with skip patterns
+(``"*features.0"``) that are never pruned. Unmatched layers are not pruned. The number of
+filters pruned in a layer of ``n`` is ``ceil(ratio * n)``, never all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from torch import nn
+
+from prunebench.errors import PatternError, PruningError
+
+_FORM = "expected PATTERN:RATIO or a number in [0, 1)"
+
+
+@dataclass
+class LayerRatios:
+    """A parsed layer-ratio spec.
+
+    ``rules`` are ``(fnmatch pattern, ratio)`` pairs applied in order (later wins);
+    ``skip`` patterns are never pruned. ``uniform`` marks a bare-number spec, stored as the
+    single rule ``("*", ratio)``: it applies to every *prunable* layer and, unlike an
+    explicit pattern, never complains about the output layer or residual-coupled layers.
+    """
+
+    rules: list[tuple[str, float]] = field(default_factory=list)
+    skip: list[str] = field(default_factory=list)
+    uniform: bool = False
+
+    def __str__(self) -> str:
+        """The spec string that parses back to these rules (skip patterns not included)."""
+        if self.uniform:
+            return repr(self.rules[0][1])
+        return ",".join(f"{pattern}:{ratio!r}" for pattern, ratio in self.rules)
+
+
+def _check_ratio(value: float, what: str) -> float:
+    if not math.isfinite(value) or not 0.0 <= value < 1.0:
+        raise PatternError(f"bad ratio {what} in layer ratios: expected a number in [0, 1)")
+    return float(value)
+
+
+def _split_skip(skip: list[str] | tuple[str, ...] | str | None) -> list[str]:
+    if skip is None:
+        return []
+    items = skip.split(",") if isinstance(skip, str) else list(skip)
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise PatternError(f"bad skip pattern {item!r}: expected a module-name pattern")
+        item = item.strip()
+        if item:
+            out.append(item)
+    return out
+
+
+def parse_layer_ratios(
+    spec: str | float | int | LayerRatios,
+    skip: list[str] | str | None = None,
+) -> LayerRatios:
+    """Parse ``"pat:r,pat:r"`` or a bare number into :class:`LayerRatios`.
+
+    >>> parse_layer_ratios("*layer*.conv1:0.5").rules
+    [('*layer*.conv1', 0.5)]
+    >>> parse_layer_ratios(0.3, skip="*features.0")
+    LayerRatios(rules=[('*', 0.3)], skip=['*features.0'], uniform=True)
+    """
+    skip_list = _split_skip(skip)
+    if isinstance(spec, LayerRatios):
+        return LayerRatios(list(spec.rules), [*spec.skip, *skip_list], spec.uniform)
+    if isinstance(spec, bool) or not isinstance(spec, (str, int, float)):
+        raise PatternError(f"bad layer ratios {spec!r}: {_FORM}")
+    if isinstance(spec, (int, float)):
+        ratio = _check_ratio(float(spec), repr(spec))
+        return LayerRatios([("*", ratio)], skip_list, uniform=True)
+
+    text = spec.strip()
+    if not text:
+        raise PatternError(f"empty layer ratios {spec!r}: {_FORM}")
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None:
+        return LayerRatios([("*", _check_ratio(number, repr(text)))], skip_list, uniform=True)
+
+    rules: list[tuple[str, float]] = []
+    for raw in text.split(","):
+        token = raw.strip()
+        pattern, sep, value = token.rpartition(":")
+        pattern, value = pattern.strip(), value.strip()
+        if not sep or not pattern or not value or any(ch.isspace() for ch in pattern):
+            raise PatternError(f"bad rule {token!r} in layer ratios: {_FORM}")
+        try:
+            ratio = float(value)
+        except ValueError:
+            raise PatternError(f"bad rule {token!r} in layer ratios: {_FORM}") from None
+        rules.append((pattern, _check_ratio(ratio, f"{value!r} in rule {token!r}")))
+    return LayerRatios(rules, skip_list, uniform=False)
+
+
+def num_to_prune(n: int, ratio: float) -> int:
+    """Filters to remove from a layer of ``n``: ``ceil(ratio * n)``, never all of them.
+
+    >>> num_to_prune(16, 0.9), num_to_prune(10, 0.3), num_to_prune(1, 0.5)
+    (15, 3, 0)
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+        raise PruningError(f"bad pruning ratio {ratio!r}: expected a number in [0, 1)")
+    if not math.isfinite(ratio) or not 0.0 <= ratio < 1.0:
+        raise PruningError(f"bad pruning ratio {ratio!r}: expected a number in [0, 1)")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise PruningError(f"bad channel count {n!r}: expected an integer >= 1")
+    # round() guards float error: 0.3 * 10 = 3.0000000000000004 must give 3, not 4.
+    k = math.ceil(round(ratio * n, 9))
+    return max(0, min(k, n - 1))
+
+
+def _conv_linear_names(model: nn.Module) -> list[str]:
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and name
+    ]
+
+
+def output_layer_name(model: nn.Module) -> str | None:
+    """The logits layer: ``model.output_layer`` if set, else the last Linear (or Conv2d)."""
+    name = getattr(model, "output_layer", None)
+    if isinstance(name, str) and name:
+        return name
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if linears:
+        return linears[-1]
+    layers = _conv_linear_names(model)
+    return layers[-1] if layers else None
+
+
+def not_prunable_reason(model: nn.Module, name: str) -> str:
+    """Why a Conv2d/Linear layer that is not in ``prunable_layers`` cannot be pruned."""
+    if name == output_layer_name(model):
+        return "it is the output layer (its channels are the logits)"
+    return (
+        "its output channels are coupled to a residual addition (or to other layers' "
+        "outputs), so removing them would change the block width"
+    )
+
+
+def resolve_layer_ratios(
+    spec: LayerRatios, model: nn.Module, prunable: list[str]
+) -> dict[str, float]:
+    """Map a parsed spec onto ``model``'s layers: ``{layer name: ratio}`` (ratios > 0 only).
+
+    Rule patterns are matched against Conv2d/Linear module names. A pattern that matches no
+    such layer raises PatternError; a rule that gives a non-prunable layer (the output
+    layer, a residual-coupled layer) a ratio > 0 raises PruningError. A bare-number spec
+    applies to every prunable layer instead. Skip patterns win over every rule.
+    """
+    if not isinstance(spec, LayerRatios):
+        spec = parse_layer_ratios(spec)
+    layers = _conv_linear_names(model)
+    prunable_set = set(prunable)
+
+    def skipped(name: str) -> bool:
+        return any(fnmatchcase(name, pattern) for pattern in spec.skip)
+
+    assigned: dict[str, float] = {}
+    if spec.uniform:
+        ratio = spec.rules[0][1]
+        for name in layers:
+            if name in prunable_set and not skipped(name):
+                assigned[name] = ratio
+    else:
+        for pattern, ratio in spec.rules:
+            matched = [name for name in layers if fnmatchcase(name, pattern)]
+            if not matched:
+                shown = ", ".join(layers[:6]) + (", ..." if len(layers) > 6 else "")
+                raise PatternError(
+                    f"pattern {pattern!r} in layer ratios matches no Conv2d/Linear layer; "
+                    f"layers are named like: {shown or '(none)'}"
+                )
+            for name in matched:
+                if not skipped(name):
+                    assigned[name] = ratio
+        for name, ratio in assigned.items():
+            if ratio > 0 and name not in prunable_set:
+                raise PruningError(
+                    f"layer {name!r} cannot be pruned: {not_prunable_reason(model, name)}; "
+                    "narrow the pattern or add a skip pattern"
+                )
+    return {name: ratio for name, ratio in assigned.items() if ratio > 0}

@@ -1,0 +1,305 @@
+"""Structured (filter / neuron) pruning with physical removal via Torch-Pruning.
+
+One-shot: every layer is scored on the dense model first, the lowest-scoring
+``num_to_prune(n, ratio)`` output channels are chosen, then removed through Torch-Pruning's
+dependency graph, so BatchNorm parameters/statistics and the next layer's input channels
+follow. Module names do not change, so the recorded ``kept`` indices (original, dense
+indexing) can rebuild a pruned checkpoint on a fresh dense model (:func:`apply_structure`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from prunebench.errors import PruningError
+from prunebench.pruning.context import CRITERIA, Criterion, PruneContext
+from prunebench.pruning.ratios import not_prunable_reason, num_to_prune, output_layer_name
+
+_LAYER_TYPES = (nn.Conv2d, nn.Linear)
+
+
+@dataclass
+class PruneOutcome:
+    """What one pruning call did, per pruned layer (keys are module names).
+
+    ``kept``: the kept output-channel indices in original (dense) indexing, sorted;
+    ``n_pruned`` / ``n_total``: channels removed / channels before pruning.
+    """
+
+    kept: dict[str, list[int]] = field(default_factory=dict)
+    n_pruned: dict[str, int] = field(default_factory=dict)
+    n_total: dict[str, int] = field(default_factory=dict)
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _build_graph(model: nn.Module, example_inputs: torch.Tensor) -> tp.DependencyGraph:
+    with torch.enable_grad():
+        return tp.DependencyGraph().build_dependency(
+            model, example_inputs=example_inputs, verbose=False
+        )
+
+
+def _out_pruning_fn(module: nn.Module) -> Callable[..., Any]:
+    if isinstance(module, nn.Conv2d):
+        return tp.prune_conv_out_channels
+    return tp.prune_linear_out_channels
+
+
+def _out_channels(module: nn.Module) -> int:
+    return module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+
+
+def _coupled_layers(graph: tp.DependencyGraph, module: nn.Module) -> list[nn.Module]:
+    """Other Conv/Linear layers whose OUTPUT channels move with ``module``'s."""
+    group = graph.get_pruning_group(module, _out_pruning_fn(module), idxs=[0])
+    coupled: list[nn.Module] = []
+    for item in group:
+        dep = item.dep
+        target = dep.target.module
+        if (
+            target is not module
+            and isinstance(target, _LAYER_TYPES)
+            and graph.is_out_channel_pruning_fn(dep.handler)
+        ):
+            coupled.append(target)
+    return coupled
+
+
+def _prunable_from_graph(model: nn.Module, graph: tp.DependencyGraph) -> list[str]:
+    output = output_layer_name(model)
+    names: list[str] = []
+    for name, module in model.named_modules():
+        if not name or not isinstance(module, _LAYER_TYPES) or name == output:
+            continue
+        if module not in graph.module2node:  # never called in forward
+            continue
+        if getattr(module, "groups", 1) != 1:  # grouped / depthwise: couples to its input
+            continue
+        if not _coupled_layers(graph, module):
+            names.append(name)
+    return names
+
+
+def prunable_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[str]:
+    """Conv2d/Linear layers whose output channels can be removed on their own.
+
+    Excluded: the output layer (``model.output_layer``, else the last Linear) and every
+    layer whose pruning group also removes another Conv/Linear layer's output channels
+    (residual additions: a ResNet block's last conv, the stem conv, the shortcut).
+    """
+    with _eval_mode(model):
+        graph = _build_graph(model, example_inputs)
+        return _prunable_from_graph(model, graph)
+
+
+def _get_layer(model: nn.Module, name: str) -> nn.Module:
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        module = None
+    if not name or not isinstance(module, _LAYER_TYPES):
+        raise PruningError(
+            f"layer {name!r} is not a Conv2d/Linear module of {type(model).__name__}"
+        )
+    return module
+
+
+def _check_prunable(model: nn.Module, graph: tp.DependencyGraph, names: list[str]) -> None:
+    prunable = set(_prunable_from_graph(model, graph))
+    for name in names:
+        _get_layer(model, name)
+        if name not in prunable:
+            raise PruningError(
+                f"layer {name!r} cannot be pruned: {not_prunable_reason(model, name)}"
+            )
+
+
+def _remove(model: nn.Module, graph: tp.DependencyGraph, removed: dict[str, list[int]]) -> None:
+    """Physically remove ``removed[name]`` output channels (original indexing) per layer.
+
+    Valid because prunable layers are never coupled: removing one layer's outputs only
+    touches its own BN and the next layers' inputs, never another pruned layer's outputs.
+    """
+    for name, idxs in removed.items():
+        if not idxs:
+            continue
+        module = model.get_submodule(name)
+        group = graph.get_pruning_group(module, _out_pruning_fn(module), idxs=sorted(idxs))
+        if not graph.check_pruning_group(group):
+            raise PruningError(f"cannot remove {len(idxs)} channels from layer {name!r}")
+        group.prune()
+
+
+def _resolve_criterion(criterion: str | Criterion) -> tuple[str, Criterion]:
+    if isinstance(criterion, str):
+        return criterion, CRITERIA.get(criterion)
+    if callable(criterion):
+        return getattr(criterion, "__name__", "criterion"), criterion
+    raise PruningError(f"bad criterion {criterion!r}: expected a registered name or a callable")
+
+
+def _choose(scores: torch.Tensor, k: int) -> list[int]:
+    """Indices of the ``k`` lowest scores; among equal scores the lower index is kept."""
+    values = scores.detach().to("cpu", torch.float64).tolist()
+    order = sorted(range(len(values)), key=lambda i: (values[i], -i))
+    return sorted(order[:k])
+
+
+def prune_structured(
+    model: nn.Module,
+    ratios: dict[str, float],
+    criterion: str | Criterion,
+    example_inputs: torch.Tensor,
+    batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    seed: int = 0,
+) -> PruneOutcome:
+    """One-shot structured pruning of ``model`` IN PLACE; returns what was kept.
+
+    ``ratios`` maps layer names (see :func:`prunable_layers`) to ratios in [0, 1);
+    ``criterion`` is a registered name (``"l1"``) or ``fn(module, ctx) -> scores``.
+    All scores are computed on the dense model before anything is removed. The model is
+    traced and scored in eval mode; its train/eval mode is restored afterwards.
+    Parameters are replaced: build optimisers after pruning.
+    """
+    crit_name, crit = _resolve_criterion(criterion)
+    outcome = PruneOutcome()
+    with _eval_mode(model):
+        graph = _build_graph(model, example_inputs)
+        _check_prunable(model, graph, list(ratios))
+        generator = torch.Generator().manual_seed(seed)
+        removed: dict[str, list[int]] = {}
+        for name, ratio in ratios.items():
+            module = model.get_submodule(name)
+            n = _out_channels(module)
+            k = num_to_prune(n, ratio)
+            ctx = PruneContext(model, name, example_inputs, batches, generator)
+            scores = crit(module, ctx)
+            if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n,):
+                shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else scores
+                raise PruningError(
+                    f"criterion {crit_name!r} returned {shape!r} for layer {name!r}: "
+                    f"expected a tensor of shape ({n},)"
+                )
+            if not bool(torch.isfinite(scores).all()):
+                raise PruningError(
+                    f"criterion {crit_name!r} returned non-finite scores for layer {name!r}"
+                )
+            removed[name] = _choose(scores, k)
+            outcome.n_total[name] = n
+            outcome.n_pruned[name] = k
+            outcome.kept[name] = sorted(set(range(n)) - set(removed[name]))
+        _remove(model, graph, removed)
+        for name, kept in outcome.kept.items():
+            if _out_channels(model.get_submodule(name)) != len(kept):
+                raise PruningError(f"layer {name!r} has the wrong width after pruning")
+    return outcome
+
+
+def apply_structure(
+    model: nn.Module, kept: dict[str, list[int]], example_inputs: torch.Tensor
+) -> nn.Module:
+    """Replay a recorded structure on a fresh dense model (in place; returns it).
+
+    Rebuild a pruned checkpoint: ``build dense -> apply_structure(kept) ->
+    load_state_dict(pruned_state)``.
+    """
+    with _eval_mode(model):
+        graph = _build_graph(model, example_inputs)
+        _check_prunable(model, graph, list(kept))
+        removed: dict[str, list[int]] = {}
+        for name, idxs in kept.items():
+            n = _out_channels(model.get_submodule(name))
+            keep = set(idxs)
+            if len(keep) != len(idxs) or not keep or not all(0 <= i < n for i in keep):
+                raise PruningError(
+                    f"bad kept indices for layer {name!r}: expected 1 to {n} distinct "
+                    f"indices in [0, {n})"
+                )
+            removed[name] = sorted(set(range(n)) - keep)
+        _remove(model, graph, removed)
+    return model
+
+
+def masked_reference(dense: nn.Module, kept: dict[str, list[int]]) -> nn.Module:
+    """A deep copy of ``dense`` whose removed channels are zeroed, for equivalence checks.
+
+    Each listed layer's output is masked by a forward hook, and so is the output of every
+    leaf module that consumes a masked tensor directly and keeps its channel count
+    (BatchNorm, activation and pooling modules), so the zeros sit after the BN, where the
+    physically pruned model has no channel at all.
+    """
+    ref = copy.deepcopy(dense)
+    masked: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(tensor) -> (tensor, mask)
+
+    def apply(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        shape = [1, -1] + [1] * (out.dim() - 2)
+        result = out * mask.to(device=out.device, dtype=out.dtype).view(shape)
+        masked[id(result)] = (result, mask)
+        return result
+
+    def layer_hook(mask: torch.Tensor) -> Callable[..., torch.Tensor]:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+            return apply(out, mask)
+
+        return hook
+
+    def follower_hook(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> Any:
+        if not inputs or not isinstance(inputs[0], torch.Tensor):
+            return None
+        entry = masked.get(id(inputs[0]))
+        if entry is None or entry[0] is not inputs[0] or not isinstance(out, torch.Tensor):
+            return None
+        if out.dim() < 2 or out.dim() != inputs[0].dim() or out.shape[1] != inputs[0].shape[1]:
+            return None
+        return apply(out, entry[1])
+
+    def reset(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        masked.clear()
+
+    ref.register_forward_pre_hook(reset)
+    for name, idxs in kept.items():
+        layer = _get_layer(ref, name)
+        mask = torch.zeros(_out_channels(layer))
+        mask[list(idxs)] = 1.0
+        layer.register_forward_hook(layer_hook(mask))
+    for module in ref.modules():
+        if not isinstance(module, _LAYER_TYPES) and not any(True for _ in module.children()):
+            module.register_forward_hook(follower_hook)
+    return ref
+
+
+def prune_summary(
+    dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, int, int]
+) -> dict[str, float]:
+    """Parameters and per-image MACs (conv + linear) of both models, sparsity and speedup."""
+    from prunebench.models import count_macs, count_params
+
+    params_dense, params_pruned = count_params(dense), count_params(pruned)
+    macs_dense = count_macs(dense, input_shape=input_shape)
+    macs_pruned = count_macs(pruned, input_shape=input_shape)
+    return {
+        "params_dense": params_dense,
+        "params_pruned": params_pruned,
+        "macs_dense": macs_dense,
+        "macs_pruned": macs_pruned,
+        "param_sparsity": 100.0 * (1.0 - params_pruned / params_dense),
+        "flops_sparsity": 100.0 * (1.0 - macs_pruned / macs_dense),
+        "speedup": macs_dense / macs_pruned,
+    }

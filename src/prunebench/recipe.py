@@ -1,0 +1,260 @@
+"""The declarative recipe: pydantic models, YAML load/dump, ``--set`` overrides, hashing.
+
+A recipe describes one run: ``pretrain -> prune -> retrain``. Sections:
+
+``data``      dataset name, batch size, validation split, augmentation, data seed
+``model``     registered model name + kwargs
+``pretrain``  epochs, LR schedule, SGD settings  -- or ``base_model``: a checkpoint path
+``prune``     criterion (``method``), granularity, layer ratios, skip patterns, epoch
+``retrain``   epochs, LR schedule, SGD settings (``finetune`` is accepted as an alias)
+``seed``      the run seed (initialisation, batch order)
+
+Identity: :func:`recipe_hash` hashes only the fields that differ from their defaults
+(the open_lth rule), so adding an option with a neutral default keeps old ids valid.
+Fields that do not change results (``data.data_dir``, ``device``, ``name``) never enter it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prunebench.errors import RecipeError, ScheduleError
+from prunebench.schedule import Schedule, parse_schedule
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataCfg(_Cfg):
+    name: str = "fashion_mnist"
+    batch_size: int = Field(128, gt=0)
+    eval_batch_size: int = Field(1000, gt=0)
+    val_size: int | float = 5000
+    augment: bool = False
+    seed: int = 0
+    train_subset: int | None = Field(None, gt=0, description="use only this many training images")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    data_dir: str | None = Field(None, description="where to look first (not part of the id)")
+
+    @field_validator("val_size")
+    @classmethod
+    def _val(cls, v: int | float) -> int | float:
+        if isinstance(v, float) and not (0 <= v < 1) or isinstance(v, int) and v < 0:
+            raise ValueError(f"val_size {v!r}: use a count >= 0 or a fraction in [0, 1)")
+        return v
+
+
+class ModelCfg(_Cfg):
+    name: str = "lenet5"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainCfg(_Cfg):
+    """One training stage: SGD with momentum, weight decay and an LR schedule."""
+
+    epochs: int = Field(ge=0)
+    lr: str
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr(cls, v: Any) -> str:
+        try:
+            return parse_schedule(v).canonical()
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def schedule(self) -> Schedule:
+        return parse_schedule(self.lr)
+
+
+class PretrainCfg(TrainCfg):
+    epochs: int = Field(200, ge=0)
+    lr: str = "0:0.1,100:0.01,150:0.001"
+
+
+class PruneCfg(_Cfg):
+    method: str = "l1"
+    granularity: Literal["filter"] = "filter"
+    layers: str | float = Field(
+        0.5, description="layer ratios: 'PATTERN:RATIO,...' or one ratio for every layer"
+    )
+    skip: list[str] = Field(default_factory=list)
+    at_epoch: int | None = Field(
+        None, ge=0, description="prune at this pretraining epoch (PxFy); default: the end"
+    )
+
+
+class RetrainCfg(TrainCfg):
+    epochs: int = Field(120, ge=0)
+    lr: str = "0:0.01,60:0.001,90:0.0001"
+    init: Literal["inherit"] = "inherit"
+
+
+class Recipe(_Cfg):
+    name: str | None = Field(None, description="a label; not part of the id")
+    seed: int = 0
+    data: DataCfg = Field(default_factory=DataCfg)
+    model: ModelCfg = Field(default_factory=ModelCfg)
+    pretrain: PretrainCfg | None = Field(default_factory=PretrainCfg)
+    base_model: str | None = Field(None, description="a checkpoint to start from instead")
+    prune: PruneCfg | None = Field(default_factory=PruneCfg)
+    retrain: RetrainCfg | None = Field(default_factory=RetrainCfg)
+    device: str = Field("auto", description="auto|cpu|cuda[:N]; not part of the id")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "finetune" in values:
+            if "retrain" in values:
+                raise ValueError("give 'retrain' or its alias 'finetune', not both")
+            values = dict(values)
+            values["retrain"] = values.pop("finetune")
+        return values
+
+    @model_validator(mode="after")
+    def _base(self) -> Recipe:
+        if self.base_model is not None and self.pretrain is not None:
+            raise ValueError("give 'pretrain' or 'base_model', not both (set pretrain: null)")
+        if self.prune and self.prune.at_epoch is not None:
+            if self.pretrain is None:
+                raise ValueError("prune.at_epoch needs a pretrain section")
+            if self.prune.at_epoch > self.pretrain.epochs:
+                raise ValueError(
+                    f"prune.at_epoch {self.prune.at_epoch} is beyond pretrain.epochs "
+                    f"{self.pretrain.epochs}"
+                )
+        return self
+
+    # -- identity -------------------------------------------------------------------------
+    def identity(self) -> dict[str, Any]:
+        """The normalised recipe that defines results: non-default fields only."""
+        full = self.model_dump(mode="json")
+        defaults = Recipe().model_dump(mode="json")
+        for key in _NOT_IN_ID:
+            _pop_path(full, key)
+            _pop_path(defaults, key)
+        return _diff(full, defaults)
+
+    def short_hash(self) -> str:
+        return recipe_hash(self.identity())
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+_NOT_IN_ID = ("name", "device", "data.data_dir")
+
+
+def _pop_path(d: dict[str, Any], dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        d = d.get(p) or {}
+    if isinstance(d, dict):
+        d.pop(last, None)
+
+
+def _diff(value: Any, default: Any) -> Any:
+    if isinstance(value, dict) and isinstance(default, dict):
+        out = {}
+        for k, v in value.items():
+            if k in default and default[k] == v:
+                continue
+            out[k] = _diff(v, default.get(k)) if k in default else v
+        return out
+    return value
+
+
+def recipe_hash(obj: Any, length: int = 12) -> str:
+    """A short, stable content hash of a JSON-able object (sorted keys)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# -- loading, overrides ---------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: YAML scalars/lists/maps, but LR strings like '0:0.1' stay strings."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, int | float) and ":" in text:  # YAML 1.1 sexagesimal
+        return text
+    return value
+
+
+def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating sections; ``finetune`` maps to ``retrain``."""
+    keys = dotted.split(".")
+    if not all(keys):
+        raise RecipeError(f"bad override key {dotted!r}: expected section.field, e.g. retrain.lr")
+    if keys[0] == "finetune":
+        keys[0] = "retrain"
+    node = d
+    for k in keys[:-1]:
+        nxt = node.get(k)
+        if nxt is None:
+            nxt = node[k] = {}
+        if not isinstance(nxt, dict):
+            raise RecipeError(f"bad override key {dotted!r}: {k!r} is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    if "finetune" in raw and "retrain" not in raw:
+        raw["retrain"] = raw.pop("finetune")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"bad override {item!r}: expected KEY=VALUE, e.g. retrain.lr=0:0.001")
+        set_path(raw, key.strip(), parse_value(value.strip()))
+    return raw
+
+
+def build_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate a dict into a Recipe; errors become one-line RecipeErrors naming the field."""
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise RecipeError(f"{source}: {loc}: {msg}{shown}{more}") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise RecipeError(f"recipe file {str(path)!r} is not valid YAML: {first}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(
+            f"recipe file {str(path)!r} must hold a mapping, got {type(raw).__name__}"
+        )
+    return raw
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    return build_recipe(apply_overrides(read_yaml(path), overrides), source=str(path))

@@ -1,0 +1,1 @@
+"""Reports: terminal tables now; Markdown/LaTeX/HTML come with the studies."""

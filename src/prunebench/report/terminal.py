@@ -1,0 +1,121 @@
+"""Rich tables for the terminal: the result table of a set of runs, one run's details."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _count(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M{unit}"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}K{unit}"
+    return f"{v}{unit}"
+
+
+def _cell_label(cell: dict[str, Any]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in cell.items()) or "-"
+
+
+def result_rows(items: list[tuple[dict[str, Any], Any]]) -> list[dict[str, Any]]:
+    """Flat rows (one per run) from ``[(cell, RunResult), ...]``, for tables and tests."""
+    rows = []
+    for cell, res in items:
+        r = res.result
+        dense, pruned = r.get("dense") or {}, r.get("pruned") or {}
+        recipe = res.recipe
+        rows.append(
+            {
+                "id": res.id,
+                "variant": _cell_label(cell),
+                "ratio": (recipe.get("prune") or {}).get("layers"),
+                "retrain_lr": (recipe.get("retrain") or {}).get("lr"),
+                "dense_acc": dense.get("test_acc"),
+                "pruned_acc": pruned.get("test_acc"),
+                "retrained_acc": r.get("test_acc") if recipe.get("retrain") else None,
+                "params": pruned.get("params_pruned", dense.get("params")),
+                "macs": pruned.get("macs_pruned", dense.get("macs")),
+                "param_sparsity": pruned.get("param_sparsity"),
+                "speedup": pruned.get("speedup"),
+            }
+        )
+    return rows
+
+
+def results_table(rows: list[dict[str, Any]], title: str = "Results") -> Table:
+    t = Table(title=title, caption="accuracies: final-epoch top-1 test %, never the best epoch")
+    for col in (
+        "run",
+        "variant",
+        "dense",
+        "pruned (before retrain)",
+        "retrained",
+        "params",
+        "MACs",
+        "sparsity %",
+        "speedup",
+    ):
+        t.add_column(col, justify="left" if col in ("run", "variant") else "right")
+    for r in rows:
+        t.add_row(
+            r["id"][:8],
+            r["variant"],
+            _pct(r["dense_acc"]),
+            _pct(r["pruned_acc"]),
+            _pct(r["retrained_acc"]),
+            _count(r["params"]),
+            _count(r["macs"]),
+            _pct(r["param_sparsity"]),
+            "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
+        )
+    return t
+
+
+def runs_table(runs: list[dict[str, Any]]) -> Table:
+    t = Table(title="Runs")
+    for col in ("id", "status", "model", "dataset", "method", "ratio", "test acc"):
+        t.add_column(col, justify="right" if col == "test acc" else "left")
+    for r in runs:
+        t.add_row(
+            r["id"],
+            r["status"],
+            r["model"] or "-",
+            r["dataset"] or "-",
+            r["method"] or "-",
+            r["ratio"] or "-",
+            _pct(r["test_acc"]),
+        )
+    return t
+
+
+METRIC_COLUMNS = (
+    "phase",
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_acc",
+    "test_acc",
+    "seconds",
+)
+
+
+def metrics_table(metrics: list[dict[str, Any]]) -> Table:
+    t = Table(title="Per-epoch metrics")
+    for col in METRIC_COLUMNS:
+        t.add_column(col, justify="left" if col == "phase" else "right")
+    for m in metrics:
+        cells = []
+        for col in METRIC_COLUMNS:
+            v = m.get(col)
+            cells.append("-" if v is None else (f"{v:g}" if isinstance(v, float) else str(v)))
+        t.add_row(*cells)
+    return t

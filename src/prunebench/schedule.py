@@ -1,0 +1,174 @@
+"""Learning-rate schedules in the paper's standard form.
+
+Two kinds, both with optional linear warm-up:
+
+* **step** -- the string of the authors' code, ``"0:0.01,60:0.001,90:0.0001"``: ``epoch:lr``
+  pairs; the LR of the largest key <= the current epoch applies. A bare number (``"0.01"``)
+  is a constant LR (``"0:0.01"``).
+* **cosine** -- ``"cosine:0.01:0.0001"``: from the start LR to the end LR over the stage's
+  epochs, per epoch: ``end + (start - end) * (1 + cos(pi * e / E)) / 2``.
+
+Warm-up is appended as ``";warmup=5"``: for the first 5 epochs the LR ramps linearly,
+``lr(e) * (e + 1) / 5``. The canonical string (:meth:`Schedule.canonical`) is what runs
+store, compare and print, so equal schedules always compare equal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from prunebench.errors import ScheduleError
+
+_FORMS = (
+    "expected a step string like '0:0.01,60:0.001' (epoch:lr pairs, first key 0), "
+    "a number, or 'cosine:START:END', optionally followed by ';warmup=N'"
+)
+
+
+def _num(token: str, what: str, spec: str) -> float:
+    try:
+        value = float(token)
+    except ValueError:
+        raise ScheduleError(f"bad {what} {token!r} in LR schedule {spec!r}: {_FORMS}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ScheduleError(
+            f"bad {what} {token!r} in LR schedule {spec!r}: must be a finite number >= 0"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A parsed LR schedule. ``steps`` for kind 'step'; ``start``/``end`` for 'cosine'."""
+
+    kind: str  # "step" | "cosine"
+    steps: tuple[tuple[int, float], ...] = ()
+    start: float = 0.0
+    end: float = 0.0
+    warmup: int = 0
+
+    def lr_at(self, epoch: int, total_epochs: int) -> float:
+        """The LR of (0-based) ``epoch`` in a stage of ``total_epochs`` epochs."""
+        if self.kind == "step":
+            lr = self.steps[0][1]
+            for key, value in self.steps:
+                if key <= epoch:
+                    lr = value
+                else:
+                    break
+        else:
+            span = max(total_epochs, 1)
+            lr = self.end + (self.start - self.end) * (1 + math.cos(math.pi * epoch / span)) / 2
+        if self.warmup and epoch < self.warmup:
+            lr *= (epoch + 1) / self.warmup
+        return lr
+
+    @property
+    def initial_lr(self) -> float:
+        return self.steps[0][1] if self.kind == "step" else self.start
+
+    @property
+    def final_lr(self) -> float:
+        return self.steps[-1][1] if self.kind == "step" else self.end
+
+    def first_stage_epochs(self, total_epochs: int, cosine_fraction: float = 0.25) -> int:
+        """Length N of the first LR stage (for trainability accuracy, paper Eq. 1).
+
+        Step: the second key (all epochs when there is one stage). Cosine has no stages:
+        ``cosine_fraction`` of the epochs (a quarter by default), at least 1.
+        """
+        if self.kind == "step":
+            n = self.steps[1][0] if len(self.steps) > 1 else total_epochs
+        else:
+            n = math.ceil(cosine_fraction * total_epochs)
+        return max(1, min(n, total_epochs))
+
+    def canonical(self) -> str:
+        if self.kind == "step":
+            text = ",".join(f"{k}:{_fmt(v)}" for k, v in self.steps)
+        else:
+            text = f"cosine:{_fmt(self.start)}:{_fmt(self.end)}"
+        return text + (f";warmup={self.warmup}" if self.warmup else "")
+
+    def scaled(self, factor: float) -> Schedule:
+        """The same schedule with every epoch key multiplied by ``factor`` (Scratch-B)."""
+        if self.kind != "step":
+            return self
+        steps = []
+        for k, v in self.steps:
+            key = round(k * factor)
+            if steps and key <= steps[-1][0]:
+                key = steps[-1][0] + 1
+            steps.append((key, v))
+        return Schedule("step", tuple(steps), warmup=self.warmup)
+
+    def __str__(self) -> str:
+        return self.canonical()
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def parse_schedule(spec: Any) -> Schedule:
+    """Parse a schedule from its string (or number, or mapping) form. Errors name the token."""
+    if isinstance(spec, Schedule):
+        return spec
+    if isinstance(spec, bool):
+        raise ScheduleError(f"bad LR schedule {spec!r}: {_FORMS}")
+    if isinstance(spec, int | float):
+        spec = str(spec)
+    if isinstance(spec, dict):
+        return _parse_mapping(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ScheduleError(f"bad LR schedule {spec!r}: {_FORMS}")
+    text = spec.replace(" ", "")
+    warmup = 0
+    if ";" in text:
+        text, *options = text.split(";")
+        for opt in options:
+            key, sep, value = opt.partition("=")
+            if key != "warmup" or not sep or not value.isdigit():
+                raise ScheduleError(
+                    f"bad option {opt!r} in LR schedule {spec!r}: only ';warmup=N' (N >= 0 epochs)"
+                )
+            warmup = int(value)
+    if text.startswith("cosine"):
+        parts = text.split(":")
+        if len(parts) != 3 or parts[0] != "cosine":
+            raise ScheduleError(f"bad cosine schedule {spec!r}: expected 'cosine:START:END'")
+        start = _num(parts[1], "start LR", spec)
+        end = _num(parts[2], "end LR", spec)
+        return Schedule("cosine", start=start, end=end, warmup=warmup)
+    steps: list[tuple[int, float]] = []
+    if ":" not in text and "," not in text:
+        return Schedule("step", ((0, _num(text, "LR", spec)),), warmup=warmup)
+    for token in text.split(","):
+        key, sep, value = token.partition(":")
+        if not sep or not key.isdigit():
+            raise ScheduleError(f"bad token {token!r} in LR schedule {spec!r}: {_FORMS}")
+        epoch = int(key)
+        if steps and epoch <= steps[-1][0]:
+            raise ScheduleError(
+                f"bad token {token!r} in LR schedule {spec!r}: epochs must increase"
+            )
+        if not steps and epoch != 0:
+            raise ScheduleError(
+                f"bad token {token!r} in LR schedule {spec!r}: the first key must be 0"
+            )
+        steps.append((epoch, _num(value, "LR", spec)))
+    return Schedule("step", tuple(steps), warmup=warmup)
+
+
+def _parse_mapping(spec: dict[str, Any]) -> Schedule:
+    kind = spec.get("kind", "step")
+    warmup = spec.get("warmup", 0)
+    if kind == "cosine":
+        text = f"cosine:{spec.get('start')}:{spec.get('end', 0)}"
+    elif kind == "step":
+        text = str(spec.get("steps", ""))
+    else:
+        raise ScheduleError(f"bad LR schedule kind {kind!r}: allowed 'step' or 'cosine'")
+    return parse_schedule(f"{text};warmup={warmup}" if warmup else text)

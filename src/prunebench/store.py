@@ -1,0 +1,184 @@
+"""The run store: run folders, stage folders, the SQLite index, locks.
+
+Layout under ``<out>/``::
+
+    <id>/recipe.yaml          the effective recipe (after overrides)
+    <id>/metrics.jsonl        one line per epoch (pretrain, prune, retrain phases)
+    <id>/result.json          final result (written last: its presence means done)
+    <id>/checkpoints/         latest.pt (resume), pruned.pt, final.pt (+ structure.json)
+    stages/<kind>-<key>/      shared stage artefacts (a dense model trained once per key)
+    index.sqlite              a queryable index of runs; rebuilt from the folders if lost
+
+Every file is written atomically (:mod:`prunebench.io`). The index is a cache of what the
+folders hold: :meth:`RunStore.reindex` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prunebench.errors import StoreError
+from prunebench.io import read_jsonl
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    name TEXT,
+    model TEXT,
+    dataset TEXT,
+    method TEXT,
+    ratio TEXT,
+    test_acc REAL,
+    recipe TEXT NOT NULL,
+    result TEXT
+)
+"""
+
+
+class RunStore:
+    def __init__(self, root: str | os.PathLike[str] = "runs") -> None:
+        self.root = Path(root)
+
+    # -- paths --------------------------------------------------------------------------
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    def stage_dir(self, kind: str, key: str) -> Path:
+        return self.root / "stages" / f"{kind}-{key}"
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / "index.sqlite"
+
+    # -- index --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.index_path, timeout=60)
+        try:
+            con.execute(_SCHEMA)
+            yield con
+            con.commit()
+        finally:
+            con.close()
+
+    def record(
+        self, run_id: str, status: str, recipe: dict[str, Any], result: dict[str, Any] | None = None
+    ) -> None:
+        """Insert or update a run's row (status: running | done | failed)."""
+        now = time.time()
+        prune = recipe.get("prune") or {}
+        row = {
+            "id": run_id,
+            "status": status,
+            "created": now,
+            "updated": now,
+            "name": recipe.get("name"),
+            "model": (recipe.get("model") or {}).get("name"),
+            "dataset": (recipe.get("data") or {}).get("name"),
+            "method": prune.get("method") if prune else "dense",
+            "ratio": str(prune.get("layers")) if prune else None,
+            "test_acc": (result or {}).get("test_acc"),
+            "recipe": json.dumps(recipe, sort_keys=True),
+            "result": json.dumps(result, sort_keys=True) if result is not None else None,
+        }
+        with self._db() as con:
+            con.execute(
+                """INSERT INTO runs VALUES (:id, :status, :created, :updated, :name, :model,
+                   :dataset, :method, :ratio, :test_acc, :recipe, :result)
+                   ON CONFLICT(id) DO UPDATE SET status=excluded.status,
+                   updated=excluded.updated, name=excluded.name, model=excluded.model,
+                   dataset=excluded.dataset, method=excluded.method, ratio=excluded.ratio,
+                   test_acc=excluded.test_acc, recipe=excluded.recipe, result=excluded.result""",
+                row,
+            )
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        if not self.index_path.exists():
+            if not self.root.exists():
+                return []
+            self.reindex()
+        with self._db() as con:
+            con.row_factory = sqlite3.Row
+            rows = con.execute("SELECT * FROM runs ORDER BY created, id").fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["recipe"] = json.loads(d["recipe"])
+            d["result"] = json.loads(d["result"]) if d["result"] else None
+            out.append(d)
+        return out
+
+    def reindex(self) -> int:
+        """Rebuild the index from the run folders (the folders are the truth)."""
+        n = 0
+        for d in sorted(p for p in self.root.iterdir() if (p / "recipe.yaml").is_file()):
+            recipe = yaml.safe_load((d / "recipe.yaml").read_text()) or {}
+            result = self._read_result(d)
+            status = (result or {}).get("status", "incomplete") if result else "incomplete"
+            self.record(d.name, status, recipe, result)
+            n += 1
+        return n
+
+    # -- runs ---------------------------------------------------------------------------
+    @staticmethod
+    def _read_result(d: Path) -> dict[str, Any] | None:
+        p = d / "result.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def result(self, run_id: str) -> dict[str, Any] | None:
+        return self._read_result(self.run_dir(run_id))
+
+    def resolve(self, prefix: str) -> str:
+        """A full run id from an id or a unique prefix of one."""
+        if (self.run_dir(prefix) / "recipe.yaml").is_file():
+            return prefix
+        matches = (
+            sorted(
+                p.name
+                for p in self.root.iterdir()
+                if p.name.startswith(prefix) and (p / "recipe.yaml").is_file()
+            )
+            if self.root.is_dir() and prefix
+            else []
+        )
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise StoreError(f"no run {prefix!r} in {str(self.root)!r}; list them: prunebench runs")
+        raise StoreError(f"run id prefix {prefix!r} is ambiguous: {', '.join(matches[:5])}")
+
+    def load(self, run_id: str) -> dict[str, Any]:
+        run_id = self.resolve(run_id)
+        d = self.run_dir(run_id)
+        return {
+            "id": run_id,
+            "recipe": yaml.safe_load((d / "recipe.yaml").read_text()),
+            "result": self._read_result(d),
+            "metrics": read_jsonl(d / "metrics.jsonl"),
+        }
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (a lock file), so two workers never build one stage."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

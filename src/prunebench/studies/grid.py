@@ -1,0 +1,44 @@
+"""Grid expansion: a recipe with a ``grid:`` section becomes one recipe per cell.
+
+``grid`` maps dotted recipe keys to lists of values; cells are the product over the axes
+in the order given (the last axis varies fastest)::
+
+    grid:
+      prune.layers: [0.5, 0.8]
+      retrain.lr: ["0:0.01", "0:0.001"]
+
+Cells that share their pretrain stage share its key, so the dense model is trained once.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from prunebench.errors import RecipeError
+from prunebench.recipe import set_path
+
+
+def expand_grid(raw: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``[(cell, recipe_dict), ...]`` where ``cell`` maps each grid key to its value.
+
+    A recipe without ``grid`` expands to itself (one cell, ``{}``).
+    """
+    raw = copy.deepcopy(raw)
+    grid = raw.pop("grid", None)
+    if not grid:
+        return [({}, raw)]
+    if not isinstance(grid, dict):
+        raise RecipeError(f"grid must map recipe keys to lists of values, got {grid!r}")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise RecipeError(f"grid axis {key!r} must be a non-empty list, got {values!r}")
+    cells = []
+    for combo in itertools.product(*grid.values()):
+        cell = dict(zip(grid.keys(), combo, strict=True))
+        recipe = copy.deepcopy(raw)
+        for key, value in cell.items():
+            set_path(recipe, key, value)
+        cells.append((cell, recipe))
+    return cells

@@ -27,6 +27,21 @@ class Reporter(Protocol):
     def end_epoch(self, metrics: dict[str, Any]) -> None: ...
 
 
+class StepHooks:
+    """Per-step hooks of a training stage (pruning schedules, masks, regularisers).
+
+    ``after_backward`` may change gradients (a growing penalty, a Gram-matrix term);
+    ``after_step`` may change weights (re-apply masks). ``step`` counts optimiser steps
+    from the start of the stage, resumes included.
+    """
+
+    def after_backward(self, model: nn.Module, step: int) -> None:
+        pass
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        pass
+
+
 class SilentReporter:
     def start_epoch(self, phase: str, epoch: int, total: int, n_batches: int) -> None:
         pass
@@ -121,6 +136,7 @@ def train(
     reporter: Reporter | None = None,
     on_epoch_end: Callable[[TrainState, nn.Module, torch.optim.Optimizer], None] | None = None,
     extra_metrics: Callable[[nn.Module, int], dict[str, Any]] | None = None,
+    hooks: StepHooks | None = None,
 ) -> TrainState:
     """Train ``model`` for ``cfg.epochs`` (or until ``stop_at``), resuming from ``state``.
 
@@ -135,6 +151,7 @@ def train(
     schedule = cfg.schedule
     end = cfg.epochs if stop_at is None else min(stop_at, cfg.epochs)
     model.train()
+    step = state.epoch * len(loaders.train)
     for epoch in range(state.epoch, end):
         t0 = time.perf_counter()
         lr = schedule.lr_at(epoch, cfg.epochs)
@@ -148,7 +165,12 @@ def train(
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if hooks is not None:
+                hooks.after_backward(model, step)
             optimizer.step()
+            if hooks is not None:
+                hooks.after_step(model, step)
+            step += 1
             with torch.no_grad():
                 batch_loss = loss.detach() * y.numel()
                 batch_correct = (logits.argmax(1) == y).sum()

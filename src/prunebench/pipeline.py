@@ -423,6 +423,9 @@ def run(
     existing = store.result(rid)
     if existing is not None and existing.get("status") == "done":
         return RunResult(rid, rdir, existing, recipe_dict)
+    # everything a user can get wrong is checked before anything is written
+    ctx = prepare(recipe, resolve_device(recipe.device), reporter)
+    check(ctx)
     with locked(rdir / ".lock"):
         existing = store.result(rid)
         if existing is not None and existing.get("status") == "done":
@@ -430,7 +433,7 @@ def run(
         io.write_text(rdir / "recipe.yaml", recipe.to_yaml())
         store.record(rid, "running", recipe_dict)
         try:
-            result = _execute(recipe, store, stages, rdir, reporter)
+            result = _execute(ctx, store, stages, rdir)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             store.record(rid, status, recipe_dict, {"status": status, "error": str(exc)[:500]})
@@ -440,12 +443,26 @@ def run(
     return RunResult(rid, rdir, result, recipe_dict)
 
 
-def _execute(
-    recipe: Recipe, store: RunStore, stages: list[Stage], rdir: Path, reporter: Reporter | None
-) -> dict[str, Any]:
+def check(ctx: Context) -> None:
+    """Validate what only the model can tell (names, layer patterns, criterion) up front."""
+    from prunebench.pruning import (
+        CRITERIA,
+        parse_layer_ratios,
+        prunable_layers,
+        resolve_layer_ratios,
+    )
+
+    model = ctx.build_dense()
+    cfg = ctx.recipe.prune
+    if cfg is not None:
+        CRITERIA.get(cfg.method)
+        spec = parse_layer_ratios(cfg.layers, cfg.skip)
+        resolve_layer_ratios(spec, model, prunable_layers(model, ctx.example))
+
+
+def _execute(ctx: Context, store: RunStore, stages: list[Stage], rdir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
-    device = resolve_device(recipe.device)
-    ctx = prepare(recipe, device, reporter)
+    recipe, device = ctx.recipe, ctx.device
     ckpt = rdir / "checkpoints"
     by_kind = {s.kind: s for s in stages}
     base_stage = stages[0]

@@ -37,7 +37,8 @@ def build(name: str, shape: tuple[int, int, int] = (3, 32, 32), classes: int = 1
 
 
 def test_registry_has_every_family():
-    expected = {"mlp", "mlp7_linear", "mlp7_relu", "lenet5", *RESNETS, *VGGS}
+    imagenet = {"resnet18", "resnet34", "resnet50"}
+    expected = {"mlp", "mlp7_linear", "mlp7_relu", "lenet5", *RESNETS, *VGGS, *imagenet}
     assert set(ALL_MODELS) == expected
     for name in ALL_MODELS:
         assert MODELS.doc(name), f"{name} has no doc line"

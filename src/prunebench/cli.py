@@ -159,6 +159,16 @@ def show(
     console.print(yaml.safe_dump(data["recipe"], sort_keys=False).rstrip(), highlight=False)
     if res:
         summary = {k: res.get(k) for k in ("test_acc", "val_acc", "test_top5", "best_val")}
+        if res.get("ta"):
+            summary["trainability_accuracy"] = res["ta"]
+        if res.get("jsv"):
+            jsv = res["jsv"]
+            summary["jsv_mean"] = {
+                "mode": jsv.get("mode"),
+                "dense": (jsv.get("dense") or {}).get("mean"),
+                "after_pruning": (jsv.get("pruned") or {}).get("mean"),
+                "final": jsv.get("final"),
+            }
         summary["data"] = (res.get("data") or {}).get("source")
         pruned = res.get("pruned") or {}
         for k in ("param_sparsity", "flops_sparsity", "speedup"):
@@ -168,6 +178,40 @@ def show(
             yaml.safe_dump({"result": summary}, sort_keys=False).rstrip(), highlight=False
         )
     console.print(metrics_table(data["metrics"]))
+
+
+@app.command()
+def describe(
+    model: Annotated[str, typer.Argument(help="a registered model, e.g. resnet56")],
+    dataset: Annotated[str, typer.Option(help="dataset whose shapes to use")] = "cifar10",
+    prune: Annotated[
+        str, typer.Option(help="layer ratios, e.g. '*layer*.conv1:0.5' or 0.5 or [0.5,0.5,0.5]")
+    ] = "0.5",
+    skip: Annotated[list[str] | None, typer.Option(help="layers never pruned")] = None,
+    scheme: Annotated[str, typer.Option(help="layerwise | global")] = "layerwise",
+    target_speedup: Annotated[float | None, typer.Option(help="solve the ratio for it")] = None,
+    target_param_sparsity: Annotated[
+        float | None, typer.Option(help="percent; solve the ratio for it")
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Params, MACs, sparsity and speedup of a pruned model, without training or data."""
+    from prunebench.pruning.describe import describe as describe_model
+    from prunebench.recipe import parse_value
+
+    layers = parse_value(prune)
+    try:
+        info = describe_model(
+            model, dataset, layers, skip=skip or (), scheme=scheme,
+            target_speedup=target_speedup, target_param_sparsity=target_param_sparsity,
+        )
+    except PrunebenchError as exc:
+        _fail(exc)
+    if json_:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    console.print(yaml.safe_dump({k: v for k, v in info.items() if k != "layers"},
+                                 sort_keys=False).rstrip(), highlight=False)
 
 
 @app.command()

@@ -29,6 +29,13 @@ from prunebench.errors import RecipeError, ScheduleError
 from prunebench.schedule import Schedule, parse_schedule
 
 
+def _canonical_lr(v: Any) -> str:
+    try:
+        return parse_schedule(v).canonical()
+    except ScheduleError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class _Cfg(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -69,10 +76,24 @@ class TrainCfg(_Cfg):
     @field_validator("lr", mode="before")
     @classmethod
     def _lr(cls, v: Any) -> str:
-        try:
-            return parse_schedule(v).canonical()
-        except ScheduleError as exc:
-            raise ValueError(str(exc)) from None
+        return _canonical_lr(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pxfy(cls, values: Any) -> Any:
+        """``lr: "pxfy:0.1"`` expands to the paper's PxFy retraining schedule for ``epochs``."""
+        lr = values.get("lr") if isinstance(values, dict) else None
+        if isinstance(lr, str) and lr.replace(" ", "").startswith("pxfy:"):
+            from prunebench.pruning.scratch import pxfy_schedule
+
+            start = lr.split(":", 1)[1]
+            try:
+                start_lr = float(start)
+            except ValueError:
+                raise ValueError(f"bad start LR {start!r} in {lr!r}: expected 'pxfy:LR'") from None
+            epochs = values.get("epochs", cls.model_fields["epochs"].default)
+            values = {**values, "lr": pxfy_schedule(start_lr, int(epochs))}
+        return values
 
     @property
     def schedule(self) -> Schedule:
@@ -85,21 +106,93 @@ class PretrainCfg(TrainCfg):
 
 
 class PruneCfg(_Cfg):
-    method: str = "l1"
-    granularity: Literal["filter"] = "filter"
-    layers: str | float = Field(
-        0.5, description="layer ratios: 'PATTERN:RATIO,...' or one ratio for every layer"
+    """The pruning stage: granularity, criterion, ratio scheme and schedule."""
+
+    granularity: Literal["filter", "weight"] = "filter"
+    method: str = Field("l1", description="criterion: l1, l2, random, taylor_fo, ... / magnitude")
+    layers: str | float | list[float] = Field(
+        0.5, description="layer ratios: 'PATTERN:RATIO,...', one ratio, or a per-stage list"
     )
     skip: list[str] = Field(default_factory=list)
+    scheme: Literal["layerwise", "global"] = "layerwise"
+    max_layer_ratio: float = Field(0.9, gt=0, lt=1, description="global scheme: per-layer cap")
+    normalize: bool = Field(False, description="global scheme: normalise scores per layer")
+    target_speedup: float | None = Field(None, gt=1)
+    target_param_sparsity: float | None = Field(None, gt=0, lt=100)
+    batches: int = Field(4, ge=1, description="data batches for data-driven criteria")
+    schedule: Literal["oneshot", "greg", "tpp", "imp"] = "oneshot"
+    epochs: int = Field(0, ge=0, description="pruning-phase epochs (greg, tpp)")
+    lr: str | None = Field(None, description="pruning-phase LR schedule (greg, tpp)")
+    reg_granularity: float = Field(1e-4, gt=0)
+    update_interval: int = Field(5, ge=1)
+    reg_ceiling: float = Field(1.0, gt=0)
+    rounds: int = Field(1, ge=1, description="imp: pruning rounds")
+    rewind_epoch: int = Field(0, ge=0, description="imp: rewind to this pretraining epoch")
     at_epoch: int | None = Field(
         None, ge=0, description="prune at this pretraining epoch (PxFy); default: the end"
     )
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr(cls, v: Any) -> str | None:
+        return None if v is None else _canonical_lr(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PruneCfg:
+        if self.schedule in ("greg", "tpp"):
+            if self.granularity != "filter":
+                raise ValueError(f"schedule {self.schedule!r} prunes filters: granularity filter")
+            if self.epochs < 1 or self.lr is None:
+                raise ValueError(f"schedule {self.schedule!r} needs prune.epochs >= 1 and prune.lr")
+        elif self.epochs or self.lr is not None:
+            raise ValueError("prune.epochs / prune.lr belong to the greg and tpp schedules")
+        if self.schedule == "imp" and self.granularity != "weight":
+            raise ValueError("schedule 'imp' (lottery tickets) needs granularity weight")
+        if self.granularity == "weight":
+            if self.method not in ("magnitude", "random"):
+                raise ValueError(
+                    f"weight pruning method {self.method!r}: allowed magnitude, random"
+                )
+            if not isinstance(self.layers, float | int) or not 0 <= self.layers < 1:
+                raise ValueError(
+                    f"weight pruning takes one sparsity in [0, 1) as layers, got {self.layers!r}"
+                )
+        if self.target_speedup is not None and self.target_param_sparsity is not None:
+            raise ValueError("give target_speedup or target_param_sparsity, not both")
+        return self
 
 
 class RetrainCfg(TrainCfg):
     epochs: int = Field(120, ge=0)
     lr: str = "0:0.01,60:0.001,90:0.0001"
-    init: Literal["inherit"] = "inherit"
+    init: Literal["inherit", "scratch", "orthp"] = Field(
+        "inherit", description="inherit the pruned weights, re-initialise, or OrthP"
+    )
+    init_scheme: Literal["kaiming", "orthogonal"] = "kaiming"
+    budget: Literal["E", "B"] | None = Field(
+        None, description="scratch only: Scratch-E/B epochs and LR from the pretraining recipe"
+    )
+    orth_reg: float = Field(0.0, ge=0, description="kernel orthogonality regulariser weight")
+
+    @model_validator(mode="after")
+    def _budget(self) -> RetrainCfg:
+        if self.budget is not None and self.init != "scratch":
+            raise ValueError("retrain.budget (Scratch-E/B) needs retrain.init: scratch")
+        return self
+
+
+class MeasureCfg(_Cfg):
+    """Trainability measurements taken during retraining (they never change the weights)."""
+
+    jsv_every: int | None = Field(
+        None, ge=0, description="JSV every N retraining epochs; None: 1 under 1M params, else 0"
+    )
+    jsv_samples: int = Field(32, ge=1)
+    jsv_mode: Literal["eval", "train"] = "eval"
+    ta_epochs: int | None = Field(
+        None, ge=1, description="N of trainability accuracy; default: the first LR stage"
+    )
+    ta_cosine_fraction: float = Field(0.25, gt=0, le=1)
 
 
 class Recipe(_Cfg):
@@ -111,6 +204,7 @@ class Recipe(_Cfg):
     base_model: str | None = Field(None, description="a checkpoint to start from instead")
     prune: PruneCfg | None = Field(default_factory=PruneCfg)
     retrain: RetrainCfg | None = Field(default_factory=RetrainCfg)
+    measure: MeasureCfg = Field(default_factory=MeasureCfg)
     device: str = Field("auto", description="auto|cpu|cuda[:N]; not part of the id")
 
     @model_validator(mode="before")
@@ -127,6 +221,10 @@ class Recipe(_Cfg):
     def _base(self) -> Recipe:
         if self.base_model is not None and self.pretrain is not None:
             raise ValueError("give 'pretrain' or 'base_model', not both (set pretrain: null)")
+        if self.retrain is not None and self.retrain.budget is not None and self.pretrain is None:
+            raise ValueError("retrain.budget (Scratch-E/B) needs the pretrain section's epochs")
+        if self.prune is not None and self.prune.schedule == "imp" and self.pretrain is None:
+            raise ValueError("prune.schedule imp rewinds into pretraining: needs pretrain")
         if self.prune and self.prune.at_epoch is not None:
             if self.pretrain is None:
                 raise ValueError("prune.at_epoch needs a pretrain section")
@@ -145,7 +243,7 @@ class Recipe(_Cfg):
         for key in _NOT_IN_ID:
             _pop_path(full, key)
             _pop_path(defaults, key)
-        return _diff(full, defaults)
+        return diff(full, defaults)
 
     def short_hash(self) -> str:
         return recipe_hash(self.identity())
@@ -165,13 +263,14 @@ def _pop_path(d: dict[str, Any], dotted: str) -> None:
         d.pop(last, None)
 
 
-def _diff(value: Any, default: Any) -> Any:
+def diff(value: Any, default: Any) -> Any:
+    """The parts of ``value`` that differ from ``default`` (nested dicts)."""
     if isinstance(value, dict) and isinstance(default, dict):
         out = {}
         for k, v in value.items():
             if k in default and default[k] == v:
                 continue
-            out[k] = _diff(v, default.get(k)) if k in default else v
+            out[k] = diff(v, default.get(k)) if k in default else v
         return out
     return value
 

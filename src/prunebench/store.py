@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS runs (
 )
 """
 
+#: columns added after the first schema; added to older index files on open
+_EXTRA_COLUMNS = {"ta": "REAL", "jsv_pruned": "REAL", "param_sparsity": "REAL",
+                  "speedup": "REAL"}
+
 
 class RunStore:
     def __init__(self, root: str | os.PathLike[str] = "runs") -> None:
@@ -70,6 +74,10 @@ class RunStore:
         con = sqlite3.connect(self.index_path, timeout=60)
         try:
             con.execute(_SCHEMA)
+            have = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+            for col, kind in _EXTRA_COLUMNS.items():
+                if col not in have:
+                    con.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
             yield con
             con.commit()
         finally:
@@ -81,6 +89,8 @@ class RunStore:
         """Insert or update a run's row (status: running | done | failed)."""
         now = time.time()
         prune = recipe.get("prune") or {}
+        res = result or {}
+        pruned = res.get("pruned") or {}
         row = {
             "id": run_id,
             "status": status,
@@ -91,18 +101,21 @@ class RunStore:
             "dataset": (recipe.get("data") or {}).get("name"),
             "method": prune.get("method") if prune else "dense",
             "ratio": str(prune.get("layers")) if prune else None,
-            "test_acc": (result or {}).get("test_acc"),
+            "test_acc": res.get("test_acc"),
+            "ta": (res.get("ta") or {}).get("test"),
+            "jsv_pruned": ((res.get("jsv") or {}).get("pruned") or {}).get("mean"),
+            "param_sparsity": pruned.get("param_sparsity"),
+            "speedup": pruned.get("speedup"),
             "recipe": json.dumps(recipe, sort_keys=True),
             "result": json.dumps(result, sort_keys=True) if result is not None else None,
         }
         with self._db() as con:
+            cols = ", ".join(row)
+            params = ", ".join(f":{k}" for k in row)
+            updates = ", ".join(f"{k}=excluded.{k}" for k in row if k not in ("id", "created"))
             con.execute(
-                """INSERT INTO runs VALUES (:id, :status, :created, :updated, :name, :model,
-                   :dataset, :method, :ratio, :test_acc, :recipe, :result)
-                   ON CONFLICT(id) DO UPDATE SET status=excluded.status,
-                   updated=excluded.updated, name=excluded.name, model=excluded.model,
-                   dataset=excluded.dataset, method=excluded.method, ratio=excluded.ratio,
-                   test_acc=excluded.test_acc, recipe=excluded.recipe, result=excluded.result""",
+                f"INSERT INTO runs ({cols}) VALUES ({params}) "
+                f"ON CONFLICT(id) DO UPDATE SET {updates}",
                 row,
             )
 

@@ -42,6 +42,24 @@ class StepHooks:
         pass
 
 
+class ChainHooks(StepHooks):
+    """Several hooks in order (e.g. unstructured masks + the orthogonality regulariser).
+
+    Gradient hooks run in the given order; weight hooks too, so put masks last.
+    """
+
+    def __init__(self, *hooks: StepHooks) -> None:
+        self.hooks = [h for h in hooks if h is not None]
+
+    def after_backward(self, model: nn.Module, step: int) -> None:
+        for h in self.hooks:
+            h.after_backward(model, step)
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        for h in self.hooks:
+            h.after_step(model, step)
+
+
 class SilentReporter:
     def start_epoch(self, phase: str, epoch: int, total: int, n_batches: int) -> None:
         pass

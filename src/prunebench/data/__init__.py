@@ -28,17 +28,27 @@ size and mtime.
 """
 
 from prunebench.data import cifar, mnist, synthetic  # noqa: F401  (register the loaders)
-from prunebench.data.core import DATASETS, Dataset, clear_memo, load_dataset, tensor_checksum
+from prunebench.data.core import (
+    DATASET_SHAPES,
+    DATASETS,
+    Dataset,
+    clear_memo,
+    dataset_shape,
+    load_dataset,
+    tensor_checksum,
+)
 from prunebench.data.loader import BatchLoader, crop_flip, derive_seed, split_train_val
 from prunebench.data.paths import cache_root, find_data
 
 __all__ = [
+    "DATASET_SHAPES",
     "DATASETS",
     "BatchLoader",
     "Dataset",
     "cache_root",
     "clear_memo",
     "crop_flip",
+    "dataset_shape",
     "derive_seed",
     "find_data",
     "load_dataset",

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prunebench.errors import DataError
+from prunebench.errors import DataError, RegistryError
 from prunebench.registry import Registry
 
 Loader = Callable[..., "Dataset"]
@@ -21,6 +21,27 @@ Loader = Callable[..., "Dataset"]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 AUGMENTS = ("none", "crop_flip")
+
+#: Static (in_channels, (height, width), num_classes) per dataset name, to build a model
+#: without loading data (``prunebench describe``); ``synthetic`` uses its loader defaults.
+DATASET_SHAPES: dict[str, tuple[int, tuple[int, int], int]] = {
+    "fashion_mnist": (1, (28, 28), 10),
+    "mnist": (1, (28, 28), 10),
+    "cifar10": (3, (32, 32), 10),
+    "cifar100": (3, (32, 32), 100),
+    "synthetic": (1, (8, 8), 4),
+    "imagenet": (3, (224, 224), 1000),
+    "imagenet100": (3, (224, 224), 100),
+}
+
+
+def dataset_shape(name: str) -> tuple[int, tuple[int, int], int]:
+    """``(in_channels, (H, W), num_classes)`` of a dataset, from :data:`DATASET_SHAPES`."""
+    try:
+        return DATASET_SHAPES[name]
+    except KeyError:
+        known = ", ".join(sorted(DATASET_SHAPES))
+        raise RegistryError(f"unknown dataset {name!r} for shapes; known: {known}") from None
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Model zoo: MLPs, LeNet-5, CIFAR ResNets and CIFAR VGGs, plus parameter/MAC counting.
+"""Model zoo: MLPs, LeNet-5, CIFAR ResNets and VGGs, ImageNet ResNets; param/MAC counting.
 
 Every model class has a class attribute ``output_layer`` naming its classifier module
 (resolvable with ``model.get_submodule``), which pruners must leave intact.
@@ -12,7 +12,13 @@ from typing import Any
 from torch import nn
 
 from prunebench.errors import RecipeError
-from prunebench.models import lenet, mlp, resnet_cifar, vgg_cifar  # noqa: F401  (registers)
+from prunebench.models import (  # noqa: F401  (registers)
+    lenet,
+    mlp,
+    resnet_cifar,
+    resnet_imagenet,
+    vgg_cifar,
+)
 from prunebench.models.base import MODELS
 from prunebench.models.lenet import LeNet5
 from prunebench.models.mlp import MLP, MLP7

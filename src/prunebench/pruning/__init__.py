@@ -10,10 +10,18 @@ from prunebench.pruning import criteria  # noqa: F401  (registers the built-in c
 from prunebench.pruning.context import CRITERIA, Criterion, PruneContext, register_criterion
 from prunebench.pruning.ratios import (
     LayerRatios,
+    expand_stage_ratios,
     num_to_prune,
     output_layer_name,
     parse_layer_ratios,
     resolve_layer_ratios,
+)
+from prunebench.pruning.schemes import (
+    SCHEMES,
+    ShapeCounter,
+    StructuredSpec,
+    global_allocation,
+    prune_model,
 )
 from prunebench.pruning.structured import (
     PruneOutcome,
@@ -25,6 +33,12 @@ from prunebench.pruning.structured import (
 )
 
 __all__ = [
+    "SCHEMES",
+    "ShapeCounter",
+    "StructuredSpec",
+    "expand_stage_ratios",
+    "global_allocation",
+    "prune_model",
     "CRITERIA",
     "Criterion",
     "LayerRatios",

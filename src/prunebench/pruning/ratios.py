@@ -5,10 +5,15 @@ A spec is either one number (the same ratio for every prunable layer) or comma-s
 earlier ones, e.g. ``"*layer*.conv1:0.5"`` or ``"*features*:0.9"`` with skip patterns
 (``"*features.0"``) that are never pruned. Unmatched layers are not pruned. The number of
 filters pruned in a layer of ``n`` is ``ceil(ratio * n)``, never all of them.
+
+ResNet per-stage lists (TPP/GReg; paper Table 1) are accepted too: ``[r1, r2, r3]`` for a
+CIFAR ResNet or ``[c1, l1, l2, l3, l4, fc]`` for a torchvision-shaped one (a list or the
+string ``"[0,0.6,0.6,0.6,0.21,0]"``); see :func:`expand_stage_ratios`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -25,7 +30,9 @@ class LayerRatios:
     """A parsed layer-ratio spec.
 
     ``rules`` are ``(fnmatch pattern, ratio)`` pairs applied in order (later wins);
-    ``skip`` patterns are never pruned. ``uniform`` marks a bare-number spec, stored as the
+    ``skip`` patterns are never pruned. ``stages`` holds a ResNet per-stage list not yet
+    expanded into rules (that needs the model; :func:`resolve_layer_ratios` does it).
+    ``uniform`` marks a bare-number spec, stored as the
     single rule ``("*", ratio)``: it applies to every *prunable* layer and, unlike an
     explicit pattern, never complains about the output layer or residual-coupled layers.
     """
@@ -33,9 +40,12 @@ class LayerRatios:
     rules: list[tuple[str, float]] = field(default_factory=list)
     skip: list[str] = field(default_factory=list)
     uniform: bool = False
+    stages: list[float] | None = None
 
     def __str__(self) -> str:
         """The spec string that parses back to these rules (skip patterns not included)."""
+        if self.stages is not None:
+            return "[" + ",".join(repr(r) for r in self.stages) + "]"
         if self.uniform:
             return repr(self.rules[0][1])
         return ",".join(f"{pattern}:{ratio!r}" for pattern, ratio in self.rules)
@@ -61,20 +71,63 @@ def _split_skip(skip: list[str] | tuple[str, ...] | str | None) -> list[str]:
     return out
 
 
+def _parse_stages(spec: object) -> list[float]:
+    items = spec
+    if isinstance(spec, str):
+        try:
+            items = json.loads(spec)
+        except ValueError:
+            raise PatternError(
+                f"bad stage list {spec!r} in layer ratios: expected e.g. [0,0.6,0.6,0.6,0.21,0]"
+            ) from None
+    if not isinstance(items, (list, tuple)) or len(items) < 2:
+        # a one-element list would be ambiguous with a bare ratio (a uniform spec)
+        raise PatternError(
+            f"bad stage list {spec!r} in layer ratios: expected a list of at least 2 ratios "
+            "(one per ResNet stage); use a bare number for one uniform ratio"
+        )
+    out: list[float] = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise PatternError(f"bad ratio {item!r} in stage list {spec!r}: expected a number")
+        out.append(_check_ratio(float(item), f"{item!r} in stage list"))
+    return out
+
+
+def _bracketed(text: str) -> bool:
+    text = text.strip()
+    return text.startswith("[") and text.endswith("]")
+
+
 def parse_layer_ratios(
-    spec: str | float | int | LayerRatios,
+    spec: str | float | int | list[float] | tuple[float, ...] | LayerRatios,
     skip: list[str] | str | None = None,
+    model: nn.Module | None = None,
 ) -> LayerRatios:
-    """Parse ``"pat:r,pat:r"`` or a bare number into :class:`LayerRatios`.
+    """Parse ``"pat:r,pat:r"``, a bare number or a stage list into :class:`LayerRatios`.
+
+    A stage list (``[0, 0.6, 0.6, 0.6, 0.21, 0]`` or its string) is expanded into pattern
+    rules right away when ``model`` is given, else kept in ``stages`` for
+    :func:`resolve_layer_ratios`.
 
     >>> parse_layer_ratios("*layer*.conv1:0.5").rules
     [('*layer*.conv1', 0.5)]
     >>> parse_layer_ratios(0.3, skip="*features.0")
-    LayerRatios(rules=[('*', 0.3)], skip=['*features.0'], uniform=True)
+    LayerRatios(rules=[('*', 0.3)], skip=['*features.0'], uniform=True, stages=None)
     """
     skip_list = _split_skip(skip)
     if isinstance(spec, LayerRatios):
-        return LayerRatios(list(spec.rules), [*spec.skip, *skip_list], spec.uniform)
+        stages = list(spec.stages) if spec.stages is not None else None
+        out = LayerRatios(list(spec.rules), [*spec.skip, *skip_list], spec.uniform, stages)
+        if stages is not None and model is not None:
+            out.rules, out.stages = expand_stage_ratios(stages, model), None
+        return out
+    # a rule always ends in its ratio, so "[...]" is a stage list, never "[ab]*:0.5"
+    if isinstance(spec, (list, tuple)) or (isinstance(spec, str) and _bracketed(spec)):
+        stages = _parse_stages(spec)
+        if model is not None:
+            return LayerRatios(expand_stage_ratios(stages, model), skip_list)
+        return LayerRatios([], skip_list, stages=stages)
     if isinstance(spec, bool) or not isinstance(spec, (str, int, float)):
         raise PatternError(f"bad layer ratios {spec!r}: {_FORM}")
     if isinstance(spec, (int, float)):
@@ -104,6 +157,54 @@ def parse_layer_ratios(
             raise PatternError(f"bad rule {token!r} in layer ratios: {_FORM}") from None
         rules.append((pattern, _check_ratio(ratio, f"{value!r} in rule {token!r}")))
     return LayerRatios(rules, skip_list, uniform=False)
+
+
+def _stage_count(model: nn.Module) -> int:
+    count = 0
+    while isinstance(getattr(model, f"layer{count + 1}", None), nn.Module):
+        count += 1
+    return count
+
+
+def expand_stage_ratios(stages: list[float], model: nn.Module) -> list[tuple[str, float]]:
+    """Expand a ResNet per-stage list into pattern rules (the TPP/GReg convention).
+
+    With ``S`` stages (``layer1`` .. ``layerS``) the list holds either ``S`` ratios (one per
+    stage) or ``S + 2`` (``conv1``, the stages, the output layer ``fc``). Stage ``i`` gives
+    its ratio to ``layer{i}.*.conv1`` and, in Bottleneck blocks (which have a ``conv3``),
+    also ``layer{i}.*.conv2``: the first two convs of a bottleneck, as in TPP/GReg for
+    ResNet-50 (paper Table 1). A non-zero ``conv1`` / ``fc`` entry becomes a rule too, so
+    resolving it raises PruningError where that layer is not prunable (it never is in a
+    ResNet). Zero ratios produce no rule.
+
+    >>> # CIFAR ResNet-56: [0.5, 0.5, 0.5] == "layer1.*.conv1:0.5,layer2.*.conv1:0.5,..."
+    """
+    n_stages = _stage_count(model)
+    if n_stages == 0:
+        raise PatternError(
+            f"stage list {stages!r} in layer ratios needs a ResNet-shaped model with stages "
+            f"layer1..layerN; {type(model).__name__} has none: use PATTERN:RATIO rules"
+        )
+    if len(stages) not in (n_stages, n_stages + 2):
+        raise PatternError(
+            f"stage list {stages!r} has {len(stages)} ratios; {type(model).__name__} has "
+            f"{n_stages} stages: give {n_stages} (layer1..layer{n_stages}) or {n_stages + 2} "
+            f"(conv1, layer1..layer{n_stages}, fc)"
+        )
+    per_stage = stages if len(stages) == n_stages else stages[1:-1]
+    rules: list[tuple[str, float]] = []
+    if len(stages) == n_stages + 2 and stages[0] > 0:
+        rules.append(("conv1", stages[0]))
+    for i, ratio in enumerate(per_stage, start=1):
+        if ratio <= 0:
+            continue
+        stage = getattr(model, f"layer{i}")
+        rules.append((f"layer{i}.*.conv1", ratio))
+        if any(isinstance(getattr(b, "conv3", None), nn.Module) for b in stage.children()):
+            rules.append((f"layer{i}.*.conv2", ratio))
+    if len(stages) == n_stages + 2 and stages[-1] > 0:
+        rules.append((output_layer_name(model) or "fc", stages[-1]))
+    return rules
 
 
 def num_to_prune(n: int, ratio: float) -> int:
@@ -161,10 +262,10 @@ def resolve_layer_ratios(
     Rule patterns are matched against Conv2d/Linear module names. A pattern that matches no
     such layer raises PatternError; a rule that gives a non-prunable layer (the output
     layer, a residual-coupled layer) a ratio > 0 raises PruningError. A bare-number spec
-    applies to every prunable layer instead. Skip patterns win over every rule.
+    applies to every prunable layer instead; a stage list is expanded first
+    (:func:`expand_stage_ratios`). Skip patterns win over every rule.
     """
-    if not isinstance(spec, LayerRatios):
-        spec = parse_layer_ratios(spec)
+    spec = parse_layer_ratios(spec, model=model)
     layers = _conv_linear_names(model)
     prunable_set = set(prunable)
 

@@ -31,12 +31,18 @@ class PruneOutcome:
     """What one pruning call did, per pruned layer (keys are module names).
 
     ``kept``: the kept output-channel indices in original (dense) indexing, sorted;
-    ``n_pruned`` / ``n_total``: channels removed / channels before pruning.
+    ``n_pruned`` / ``n_total``: channels removed / channels before pruning;
+    ``ratios``: the per-layer ratio actually applied (``n_pruned / n_total``);
+    ``solved_ratio``: the uniform ratio found for a speedup / sparsity target, if any, and
+    ``achieved``: the ``speedup`` / ``param_sparsity`` measured on the pruned model then.
     """
 
     kept: dict[str, list[int]] = field(default_factory=dict)
     n_pruned: dict[str, int] = field(default_factory=dict)
     n_total: dict[str, int] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
+    solved_ratio: float | None = None
+    achieved: dict[str, float] = field(default_factory=dict)
 
 
 @contextmanager
@@ -162,6 +168,59 @@ def _choose(scores: torch.Tensor, k: int) -> list[int]:
     return sorted(order[:k])
 
 
+Allocator = Callable[[dict[str, torch.Tensor], tp.DependencyGraph], dict[str, int]]
+
+
+def bn_after_map(
+    model: nn.Module, graph: tp.DependencyGraph, names: list[str]
+) -> dict[str, nn.Module | None]:
+    """For each layer, the BatchNorm that is the sole direct consumer of its output."""
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    out: dict[str, nn.Module | None] = {}
+    for name in names:
+        node = graph.module2node.get(model.get_submodule(name))
+        follower = None
+        if node is not None and len(node.outputs) == 1:
+            candidate = node.outputs[0].module
+            if isinstance(candidate, norms):
+                follower = candidate
+        out[name] = follower
+    return out
+
+
+def _score_layers(
+    model: nn.Module,
+    graph: tp.DependencyGraph,
+    names: list[str],
+    criterion: str | Criterion,
+    example_inputs: torch.Tensor,
+    batches: list[tuple[torch.Tensor, torch.Tensor]] | None,
+    seed: int,
+) -> dict[str, torch.Tensor]:
+    crit_name, crit = _resolve_criterion(criterion)
+    generator = torch.Generator().manual_seed(seed)
+    bn_after = bn_after_map(model, graph, names)
+    cache: dict[str, Any] = {}
+    scores: dict[str, torch.Tensor] = {}
+    for name in names:
+        module = model.get_submodule(name)
+        n = _out_channels(module)
+        ctx = PruneContext(model, name, example_inputs, batches, generator, bn_after, cache)
+        result = crit(module, ctx)
+        if not isinstance(result, torch.Tensor) or tuple(result.shape) != (n,):
+            shape = tuple(result.shape) if isinstance(result, torch.Tensor) else result
+            raise PruningError(
+                f"criterion {crit_name!r} returned {shape!r} for layer {name!r}: "
+                f"expected a tensor of shape ({n},)"
+            )
+        if not bool(torch.isfinite(result).all()):
+            raise PruningError(
+                f"criterion {crit_name!r} returned non-finite scores for layer {name!r}"
+            )
+        scores[name] = result.detach().to("cpu", torch.float64)
+    return scores
+
+
 def prune_structured(
     model: nn.Module,
     ratios: dict[str, float],
@@ -169,41 +228,45 @@ def prune_structured(
     example_inputs: torch.Tensor,
     batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     seed: int = 0,
+    *,
+    allocate: Allocator | None = None,
 ) -> PruneOutcome:
     """One-shot structured pruning of ``model`` IN PLACE; returns what was kept.
 
     ``ratios`` maps layer names (see :func:`prunable_layers`) to ratios in [0, 1);
-    ``criterion`` is a registered name (``"l1"``) or ``fn(module, ctx) -> scores``.
-    All scores are computed on the dense model before anything is removed. The model is
-    traced and scored in eval mode; its train/eval mode is restored afterwards.
-    Parameters are replaced: build optimisers after pruning.
+    ``criterion`` is a registered name (``"l1"``) or ``fn(module, ctx) -> scores``;
+    ``batches`` are handed to data-driven criteria (``taylor_fo``) and ``seed`` seeds the
+    generator of stochastic ones (``random``). All scores are computed on the dense model
+    before anything is removed. The model is traced and scored in eval mode; its train/eval
+    mode is restored afterwards. Parameters are replaced: build optimisers after pruning.
+
+    ``allocate(scores, graph) -> {layer: n_pruned}`` replaces the per-layer
+    ``num_to_prune(n, ratio)`` counts (the global ranking scheme uses it); the lowest
+    ``n_pruned`` scores of each layer are removed either way.
     """
-    crit_name, crit = _resolve_criterion(criterion)
+    for ratio in ratios.values():
+        num_to_prune(1, ratio)  # validates the ratio before any work
+    _resolve_criterion(criterion)
     outcome = PruneOutcome()
     with _eval_mode(model):
         graph = _build_graph(model, example_inputs)
-        _check_prunable(model, graph, list(ratios))
-        generator = torch.Generator().manual_seed(seed)
+        names = list(ratios)
+        _check_prunable(model, graph, names)
+        scores = _score_layers(model, graph, names, criterion, example_inputs, batches, seed)
+        if allocate is None:
+            counts = {name: num_to_prune(len(s), ratios[name]) for name, s in scores.items()}
+        else:
+            counts = allocate(scores, graph)
         removed: dict[str, list[int]] = {}
-        for name, ratio in ratios.items():
-            module = model.get_submodule(name)
-            n = _out_channels(module)
-            k = num_to_prune(n, ratio)
-            ctx = PruneContext(model, name, example_inputs, batches, generator)
-            scores = crit(module, ctx)
-            if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n,):
-                shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else scores
-                raise PruningError(
-                    f"criterion {crit_name!r} returned {shape!r} for layer {name!r}: "
-                    f"expected a tensor of shape ({n},)"
-                )
-            if not bool(torch.isfinite(scores).all()):
-                raise PruningError(
-                    f"criterion {crit_name!r} returned non-finite scores for layer {name!r}"
-                )
-            removed[name] = _choose(scores, k)
+        for name in names:
+            n = len(scores[name])
+            k = counts.get(name, 0)
+            if not 0 <= k < n:
+                raise PruningError(f"cannot remove {k} of {n} channels from layer {name!r}")
+            removed[name] = _choose(scores[name], k)
             outcome.n_total[name] = n
             outcome.n_pruned[name] = k
+            outcome.ratios[name] = k / n
             outcome.kept[name] = sorted(set(range(n)) - set(removed[name]))
         _remove(model, graph, removed)
         for name, kept in outcome.kept.items():

@@ -109,12 +109,16 @@ METRIC_COLUMNS = (
 
 
 def metrics_table(metrics: list[dict[str, Any]]) -> Table:
+    """Per-epoch rows; the JSV column appears when the run measured it."""
+    cols = list(METRIC_COLUMNS)
+    if any("jsv_mean" in m for m in metrics):
+        cols.insert(-1, "jsv_mean")
     t = Table(title="Per-epoch metrics")
-    for col in METRIC_COLUMNS:
+    for col in cols:
         t.add_column(col, justify="left" if col == "phase" else "right")
     for m in metrics:
         cells = []
-        for col in METRIC_COLUMNS:
+        for col in cols:
             v = m.get(col)
             cells.append("-" if v is None else (f"{v:g}" if isinstance(v, float) else str(v)))
         t.add_row(*cells)

@@ -1,0 +1,129 @@
+"""What every stage of a run needs: the device, the data on it, a model builder.
+
+Data is loaded once per run, moved to the training device once, and batched with tensor
+ops (:class:`prunebench.data.BatchLoader`); the test set is only ever evaluated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunebench.errors import RecipeError
+from prunebench.recipe import Recipe
+from prunebench.train import Loaders, Reporter
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise RecipeError(f"bad device {name!r}: allowed auto, cpu, cuda, cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RecipeError(f"device {name!r} requested but CUDA is not available; use cpu or auto")
+    return dev
+
+
+@dataclass
+class Context:
+    recipe: Recipe
+    device: torch.device
+    dataset: Any
+    loaders: Loaders
+    example: torch.Tensor  # a small batch of real (normalised) training inputs
+    input_shape: tuple[int, int, int]
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    augment: str
+    reporter: Reporter | None = None
+
+    def build_dense(self) -> nn.Module:
+        from prunebench.models import build_model
+
+        r = self.recipe
+        torch.manual_seed(r.seed)
+        model = build_model(
+            r.model.name,
+            in_channels=self.dataset.in_channels,
+            num_classes=self.dataset.num_classes,
+            input_size=self.dataset.input_size,
+            **r.model.kwargs,
+        )
+        return model.to(self.device)
+
+    def loaders_for(self, phase: str) -> Loaders:
+        """The eval loaders plus a train loader whose shuffle seed depends on the phase."""
+        from prunebench.data import BatchLoader
+
+        offset = {"pretrain": 0, "retrain": 1}.get(phase, 2)
+        d = self.recipe.data
+        train_loader = BatchLoader(
+            self.train_x,
+            self.train_y,
+            batch_size=d.batch_size,
+            mean=self.dataset.mean,
+            std=self.dataset.std,
+            shuffle=True,
+            augment=self.augment,
+            seed=self.recipe.seed * 1000 + offset,
+            device=self.device,
+        )
+        return Loaders(train_loader, self.loaders.val, self.loaders.test, self.loaders.num_classes)
+
+
+def prepare(recipe: Recipe, device: torch.device, reporter: Reporter | None = None) -> Context:
+    """Load the dataset, carve the validation split, build the loaders (data on ``device``)."""
+    from prunebench.data import BatchLoader, load_dataset, split_train_val
+
+    d = recipe.data
+    ds = load_dataset(d.name, d.data_dir, **d.kwargs)
+    n = int(ds.train_y.shape[0])
+    train_idx, val_idx = split_train_val(n, d.val_size, seed=d.seed)
+    if d.train_subset is not None:
+        if d.train_subset > len(train_idx):
+            raise RecipeError(
+                f"data.train_subset {d.train_subset} exceeds the {len(train_idx)} training images"
+            )
+        gen = torch.Generator().manual_seed(d.seed + 1)
+        pick = torch.randperm(len(train_idx), generator=gen)[: d.train_subset]
+        train_idx = train_idx[pick.sort().values]
+    common = {"mean": ds.mean, "std": ds.std, "device": device}
+
+    def eval_loader(x: torch.Tensor, y: torch.Tensor) -> BatchLoader:
+        return BatchLoader(x, y, batch_size=d.eval_batch_size, **common)
+
+    val_loader = eval_loader(ds.train_x[val_idx], ds.train_y[val_idx]) if len(val_idx) else None
+    test_loader = eval_loader(ds.test_x, ds.test_y)
+    train_x, train_y = ds.train_x[train_idx], ds.train_y[train_idx]
+    example = next(iter(eval_loader(train_x[:8], train_y[:8]).epoch(0)))[0]
+    ctx = Context(
+        recipe,
+        device,
+        ds,
+        Loaders(test_loader, val_loader, test_loader, ds.num_classes),
+        example,
+        (ds.in_channels, *ds.input_size),
+        train_x,
+        train_y,
+        ds.augment if d.augment else "none",
+        reporter,
+    )
+    ctx.loaders = ctx.loaders_for("pretrain")
+    return ctx
+
+
+
+
+def data_batches(ctx: Context, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``n`` shuffled training batches (for data-driven criteria like taylor_fo)."""
+    batches = []
+    for i, batch in enumerate(ctx.loaders_for("prune").train.epoch(0)):
+        if i >= n:
+            break
+        batches.append(batch)
+    return batches

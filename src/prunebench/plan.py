@@ -1,0 +1,89 @@
+"""The plan: a recipe as a chain of content-keyed stages (a Merkle chain).
+
+Each stage key hashes the stage's own normalised config plus its parent's key: a dense
+model shared by many recipes is trained once, a finished stage is never redone, and the
+run id (the last stage's key) is a content hash of the whole effective recipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prunebench.errors import RecipeError
+from prunebench.recipe import MeasureCfg, PretrainCfg, PruneCfg, Recipe, RetrainCfg, recipe_hash
+from prunebench.recipe import diff as _diff
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: str  # pretrain | base | init | prune | retrain
+    key: str
+    config: dict[str, Any]
+
+
+def _section(cfg: Any, default: Any) -> dict[str, Any]:
+    return _diff(cfg.model_dump(mode="json"), default.model_dump(mode="json"))
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def base_stage(recipe: Recipe, stop_at: int | None = None) -> Stage:
+    """The dense-model stage: pretrain (optionally stopped at ``stop_at``), a base, or init."""
+    ident = recipe.identity()
+    base: dict[str, Any] = {
+        "seed": recipe.seed,
+        "data": ident.get("data", {}),
+        "model": ident.get("model", {}),
+    }
+    if recipe.base_model is not None:
+        if not Path(recipe.base_model).is_file():
+            raise RecipeError(f"base_model {recipe.base_model!r} is not a file")
+        kind = "base"
+        base["base_model_sha256"] = file_sha256(recipe.base_model)
+    elif recipe.pretrain is None:
+        kind = "init"
+    else:
+        kind = "pretrain"
+        base["pretrain"] = _section(recipe.pretrain, PretrainCfg())
+        if stop_at is not None:
+            base["stop_at"] = stop_at
+    return Stage(kind, recipe_hash({"stage": kind, **base}), base)
+
+
+def plan(recipe: Recipe) -> list[Stage]:
+    """The recipe's chain of stages, each with its content key."""
+    stop = recipe.prune.at_epoch if recipe.prune is not None else None
+    stages = [base_stage(recipe, stop)]
+    if recipe.prune is not None:
+        cfg = {"parent": stages[-1].key, "prune": _section(recipe.prune, PruneCfg())}
+        if recipe.prune.schedule in ("greg", "tpp"):
+            # the pruning phase trains with the retraining SGD settings: they belong to it
+            cfg["sgd"] = _sgd(recipe.retrain)
+        stages.append(Stage("prune", recipe_hash({"stage": "prune", **cfg}), cfg))
+    if recipe.retrain is not None:
+        cfg = {
+            "parent": stages[-1].key,
+            "retrain": _section(recipe.retrain, RetrainCfg()),
+            "measure": _section(recipe.measure, MeasureCfg()),
+        }
+        stages.append(Stage("retrain", recipe_hash({"stage": "retrain", **cfg}), cfg))
+    return stages
+
+
+def _sgd(cfg: RetrainCfg | None) -> dict[str, Any]:
+    cfg = cfg or RetrainCfg()
+    return {"momentum": cfg.momentum, "nesterov": cfg.nesterov, "weight_decay": cfg.weight_decay}
+
+
+def run_id(recipe: Recipe) -> str:
+    return plan(recipe)[-1].key

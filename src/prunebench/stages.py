@@ -1,0 +1,405 @@
+"""Stage runners: dense (pretrain / base / init), prune (every schedule), retrain.
+
+Each runner first asks the store whether its output exists (then loads it), else builds
+it under a lock, checkpointing every epoch so a kill loses at most the epoch in progress.
+Nothing here knows about studies or comparisons.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunebench import io
+from prunebench.context import Context, data_batches
+from prunebench.errors import RecipeError
+from prunebench.plan import Stage, base_stage
+from prunebench.recipe import RetrainCfg, TrainCfg
+from prunebench.store import RunStore, locked
+from prunebench.train import ChainHooks, StepHooks, TrainState, evaluate_all, train
+
+#: forward + backward ~ 3x the forward multiply-accumulates (the usual convention)
+TRAIN_MACS_FACTOR = 3
+
+# -- checkpoints ----------------------------------------------------------------------------
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def load(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _save_latest(path: Path, state: TrainState, model: nn.Module) -> None:
+    io.save_torch(
+        path,
+        {
+            "model": cpu_state(model),
+            "optimizer": state.optimizer,
+            "epoch": state.epoch,
+            "history": state.history,
+        },
+    )
+
+
+def _resume(path: Path, model: nn.Module) -> TrainState | None:
+    if not path.is_file():
+        return None
+    ckpt = load(path)
+    model.load_state_dict(ckpt["model"])
+    return TrainState(ckpt["epoch"], list(ckpt["history"]), ckpt["optimizer"])
+
+
+def train_resumable(
+    ctx: Context,
+    model: nn.Module,
+    cfg: TrainCfg,
+    phase: str,
+    latest: Path,
+    *,
+    stop_at: int | None = None,
+    start: TrainState | None = None,
+    on_epoch: Callable[[TrainState], None] | None = None,
+    hooks: StepHooks | None = None,
+    extra_metrics: Callable[[nn.Module, int], dict[str, Any]] | None = None,
+) -> TrainState:
+    """Train with a checkpoint (``latest``) after every epoch; resume from it if present."""
+
+    def save(state: TrainState, m: nn.Module, _opt: Any) -> None:
+        _save_latest(latest, state, m)
+        if on_epoch is not None:
+            on_epoch(state)
+
+    state = _resume(latest, model) or start
+    return train(
+        model,
+        ctx.loaders_for(phase),
+        cfg,
+        phase=phase,
+        state=state,
+        stop_at=stop_at,
+        reporter=ctx.reporter,
+        on_epoch_end=save,
+        hooks=hooks,
+        extra_metrics=extra_metrics,
+    )
+
+
+def model_info(ctx: Context, model: nn.Module) -> dict[str, Any]:
+    from prunebench.models import count_macs, count_nonzero_params, count_params
+
+    info: dict[str, Any] = evaluate_all(model, ctx.loaders)
+    info["params"] = count_params(model)
+    info["nonzero_params"] = count_nonzero_params(model)
+    info["macs"] = count_macs(model, ctx.input_shape)
+    return info
+
+
+def train_macs(ctx: Context, epochs: int, macs: int) -> int:
+    """Training multiply-accumulates of ``epochs`` epochs at ``macs`` per image."""
+    return int(epochs * ctx.train_x.shape[0] * macs * TRAIN_MACS_FACTOR)
+
+
+# -- the dense model ------------------------------------------------------------------------
+
+
+def run_base_stage(
+    ctx: Context, store: RunStore, stage: Stage
+) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]:
+    """Pretrain (or load / initialise) the dense model; shared by every recipe with key P."""
+    model = ctx.build_dense()
+    r = ctx.recipe
+    if stage.kind == "init":
+        return model, {**model_info(ctx, model), "epochs": 0, "kind": "init", "train_macs": 0}, []
+    if stage.kind == "base":
+        assert r.base_model is not None
+        state = load(Path(r.base_model))
+        state = state.get("model", state) if isinstance(state, dict) else state
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise RecipeError(
+                f"base_model {r.base_model!r} does not fit {r.model.name}: {first}"
+            ) from None
+        info = {**model_info(ctx, model), "epochs": 0, "kind": "base", "train_macs": 0,
+                "sha256": stage.config["base_model_sha256"]}
+        return model, info, []
+    assert r.pretrain is not None
+    sdir = store.stage_dir("pretrain", stage.key)
+    with locked(sdir / ".lock"):
+        done = sdir / "done.json"
+        if done.is_file():
+            model.load_state_dict(load(sdir / "model.pt"))
+            return model, io.read_json(done), io.read_jsonl(sdir / "metrics.jsonl")
+        io.write_json(sdir / "stage.json", {"kind": stage.kind, "key": stage.key, **stage.config})
+        t0 = time.perf_counter()
+        state = train_resumable(
+            ctx, model, r.pretrain, "pretrain", sdir / "latest.pt",
+            stop_at=stage.config.get("stop_at"),
+            on_epoch=lambda s: io.write_jsonl(sdir / "metrics.jsonl", s.history),
+        )
+        info = {**model_info(ctx, model), "epochs": state.epoch, "kind": "pretrain",
+                "seconds": round(time.perf_counter() - t0, 3)}
+        info["train_macs"] = train_macs(ctx, state.epoch, info["macs"])
+        io.save_torch(sdir / "model.pt", cpu_state(model))
+        io.write_jsonl(sdir / "metrics.jsonl", state.history)
+        io.write_json(done, info)
+        (sdir / "latest.pt").unlink(missing_ok=True)
+        return model, info, state.history
+
+
+# -- pruning --------------------------------------------------------------------------------
+
+
+def _structured_spec(ctx: Context) -> Any:
+    from prunebench.pruning import StructuredSpec
+
+    cfg = ctx.recipe.prune
+    assert cfg is not None
+    return StructuredSpec(
+        method=cfg.method, layers=cfg.layers, skip=list(cfg.skip), scheme=cfg.scheme,
+        max_layer_ratio=cfg.max_layer_ratio, normalize=cfg.normalize,
+        target_speedup=cfg.target_speedup, target_param_sparsity=cfg.target_param_sparsity,
+    )
+
+
+def check_prune(ctx: Context, model: nn.Module) -> None:
+    """Validate the prune section against the built model (names, patterns, criterion)."""
+    from prunebench.pruning import (
+        CRITERIA,
+        parse_layer_ratios,
+        prunable_layers,
+        resolve_layer_ratios,
+    )
+
+    cfg = ctx.recipe.prune
+    if cfg is None or cfg.granularity == "weight":
+        return
+    CRITERIA.get(cfg.method)
+    spec = parse_layer_ratios(cfg.layers, cfg.skip) if not isinstance(cfg.layers, list) else None
+    if spec is not None:
+        resolve_layer_ratios(spec, model, prunable_layers(model, ctx.example))
+
+
+def _prune_filters_oneshot(ctx: Context, model: nn.Module) -> tuple[dict, dict]:
+    from prunebench.pruning import prune_model
+
+    cfg = ctx.recipe.prune
+    assert cfg is not None
+    batches = data_batches(ctx, cfg.batches) if cfg.method == "taylor_fo" else None
+    outcome = prune_model(model, _structured_spec(ctx), ctx.example, batches=batches,
+                          seed=ctx.recipe.seed, input_shape=ctx.input_shape)
+    return outcome.kept, {"n_pruned": outcome.n_pruned, "n_total": outcome.n_total}
+
+
+def _prune_filters_regularised(
+    ctx: Context, model: nn.Module, sdir: Path
+) -> tuple[dict, dict]:
+    """GReg / TPP: choose filters, train with the growing penalty, then remove them."""
+    from prunebench.pruning import parse_layer_ratios, prunable_layers, resolve_layer_ratios
+    from prunebench.pruning.regularizers import REGULARIZERS, remove_selected, select_filters
+
+    r = ctx.recipe
+    cfg = r.prune
+    assert cfg is not None and cfg.lr is not None
+    ratios = resolve_layer_ratios(parse_layer_ratios(cfg.layers, cfg.skip), model,
+                                  prunable_layers(model, ctx.example))
+    batches = data_batches(ctx, cfg.batches) if cfg.method == "taylor_fo" else None
+    selection = select_filters(model, ratios, cfg.method, ctx.example, seed=r.seed,
+                               batches=batches)
+    hooks = REGULARIZERS[cfg.schedule](
+        model, selection, reg_granularity=cfg.reg_granularity,
+        update_interval=cfg.update_interval, reg_ceiling=cfg.reg_ceiling,
+    )
+    sgd = r.retrain or RetrainCfg()
+    tcfg = TrainCfg(epochs=cfg.epochs, lr=cfg.lr, momentum=sgd.momentum, nesterov=sgd.nesterov,
+                    weight_decay=sgd.weight_decay)
+    state = train_resumable(
+        ctx, model, tcfg, "prune", sdir / "latest.pt", hooks=hooks,
+        on_epoch=lambda s: io.write_jsonl(sdir / "metrics.jsonl", s.history),
+    )
+    io.write_jsonl(sdir / "metrics.jsonl", state.history)
+    before = evaluate_all(model, ctx.loaders)
+    outcome = remove_selected(model, selection, ctx.example)
+    extra = {
+        "n_pruned": outcome.n_pruned, "n_total": outcome.n_total, "epochs": state.epoch,
+        "lr": cfg.lr, "reg_final": hooks.lam, "reg_finished": hooks.finished,
+        "before_removal": before,
+    }
+    return outcome.kept, extra
+
+
+def _prune_weights(
+    ctx: Context, store: RunStore, model: nn.Module, sdir: Path
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Unstructured: one-shot magnitude/random masks, or IMP with weight rewinding."""
+    from prunebench.pruning.lottery import imp_schedule, rewind
+    from prunebench.pruning.masks import MaskHooks, magnitude_masks, random_masks
+
+    r = ctx.recipe
+    cfg = r.prune
+    assert cfg is not None
+    target = float(cfg.layers)  # type: ignore[arg-type]
+    scope = "layer" if cfg.scheme == "layerwise" else "global"
+    if cfg.schedule != "imp":
+        if cfg.method == "random":
+            masks = random_masks(model, target, seed=r.seed, scope=scope)
+        else:
+            masks = magnitude_masks(model, target, scope=scope)
+        from prunebench.pruning.masks import apply_masks
+
+        apply_masks(model, masks)
+        return masks, {}
+    assert r.pretrain is not None
+    fraction = 1 - (1 - target) ** (1 / cfg.rounds)
+    schedule = imp_schedule(target, fraction)
+    rewind_model, _, _ = run_base_stage(ctx, store, base_stage(r, cfg.rewind_epoch))
+    rewind_state = cpu_state(rewind_model)
+    masks = None
+    spent = 0
+    for i, sparsity in enumerate(schedule):
+        masks = magnitude_masks(model, sparsity, scope=scope, existing=masks)
+        rewind(model, rewind_state, masks)
+        if i == len(schedule) - 1:
+            break
+        # retrain the rewound, masked network to the end of the pretraining schedule
+        latest = sdir / f"round{i + 1}.pt"
+        state = train_resumable(
+            ctx, model, r.pretrain, "prune", latest, hooks=MaskHooks(masks),
+            start=TrainState(epoch=cfg.rewind_epoch),
+        )
+        spent += state.epoch - cfg.rewind_epoch
+    assert masks is not None
+    return masks, {"rounds": len(schedule), "sparsity_per_round": schedule,
+                   "rewind_epoch": cfg.rewind_epoch, "imp_epochs": spent}
+
+
+def _summary(ctx: Context, dense: nn.Module, model: nn.Module) -> dict[str, Any]:
+    from prunebench.models import count_nonzero_params
+    from prunebench.pruning import prune_summary
+
+    s = prune_summary(dense, model, ctx.input_shape)
+    nz_dense, nz = count_nonzero_params(dense), count_nonzero_params(model)
+    s["nonzero_params_pruned"] = nz
+    s["nonzero_sparsity"] = 100.0 * (1 - nz / nz_dense) if nz_dense else 0.0
+    return s
+
+
+def run_prune_stage(
+    ctx: Context, store: RunStore, stage: Stage, dense: nn.Module
+) -> tuple[nn.Module, dict[str, Any], dict[str, torch.Tensor] | None]:
+    """Prune the dense model; returns the pruned model, its info, and masks (unstructured)."""
+    from prunebench.pruning import apply_structure
+
+    cfg = ctx.recipe.prune
+    assert cfg is not None
+    sdir = store.stage_dir("prune", stage.key)
+    with locked(sdir / ".lock"):
+        done = sdir / "done.json"
+        if done.is_file():
+            model = ctx.build_dense()
+            if (sdir / "structure.json").is_file():
+                model = apply_structure(model, io.read_json(sdir / "structure.json")["kept"],
+                                        ctx.example)
+            model.load_state_dict(load(sdir / "pruned.pt"))
+            masks = load(sdir / "masks.pt") if (sdir / "masks.pt").is_file() else None
+            return model.to(ctx.device), io.read_json(done), masks
+        io.write_json(sdir / "stage.json", {"kind": stage.kind, "key": stage.key, **stage.config})
+        t0 = time.perf_counter()
+        model = copy.deepcopy(dense)
+        masks = None
+        if cfg.granularity == "weight":
+            masks, extra = _prune_weights(ctx, store, model, sdir)
+        elif cfg.schedule == "oneshot":
+            kept, extra = _prune_filters_oneshot(ctx, model)
+        else:
+            kept, extra = _prune_filters_regularised(ctx, model, sdir)
+        info: dict[str, Any] = {**_summary(ctx, dense, model), **evaluate_all(model, ctx.loaders)}
+        if masks is None:
+            n_pruned, n_total = extra.pop("n_pruned"), extra.pop("n_total")
+            info["layers"] = {k: [n_total[k] - n_pruned[k], n_total[k]] for k in kept}
+            io.write_json(sdir / "structure.json", {"kept": kept})
+        else:
+            io.save_torch(sdir / "masks.pt", {k: v.cpu() for k, v in masks.items()})
+        info.update(extra)
+        info["schedule"] = cfg.schedule
+        info["train_macs"] = _prune_train_macs(ctx, info, dense)
+        info["seconds"] = round(time.perf_counter() - t0, 3)
+        io.save_torch(sdir / "pruned.pt", cpu_state(model))
+        io.write_json(done, info)
+        return model, info, masks
+
+
+def _prune_train_macs(ctx: Context, info: dict[str, Any], dense: nn.Module) -> int:
+    """Training spent inside the pruning stage (GReg/TPP phase, IMP rounds) at dense cost."""
+    epochs = info.get("epochs", 0) if info.get("schedule") in ("greg", "tpp") else 0
+    epochs += info.get("imp_epochs", 0)
+    return train_macs(ctx, epochs, info["macs_dense"])
+
+
+# -- retraining -----------------------------------------------------------------------------
+
+
+def effective_retrain(
+    ctx: Context, dense_info: dict[str, Any], prune_info: dict[str, Any] | None
+) -> RetrainCfg:
+    """The retraining config actually run: Scratch-E/B derive epochs and LR from pretraining."""
+    from prunebench.pruning.scratch import scratch_b_epochs, scratch_b_schedule, scratch_e_epochs
+
+    r = ctx.recipe
+    cfg = r.retrain
+    assert cfg is not None
+    if cfg.budget is None:
+        return cfg
+    assert r.pretrain is not None
+    k1, k2 = r.pretrain.epochs, cfg.epochs
+    if cfg.budget == "E":
+        epochs = scratch_e_epochs(k1, k2)
+    else:
+        f1 = dense_info["macs"]
+        f2 = (prune_info or {}).get("macs_pruned", f1)
+        epochs = scratch_b_epochs(k1, f1, f2, k2)
+    lr = scratch_b_schedule(r.pretrain.lr, k1, epochs).canonical()
+    return cfg.model_copy(update={"epochs": epochs, "lr": lr})
+
+
+def prepare_retrain(
+    ctx: Context, model: nn.Module, masks: dict[str, torch.Tensor] | None
+) -> StepHooks | None:
+    """Apply ``retrain.init`` (scratch / orthp) and build the step hooks (masks, orth_reg)."""
+    from prunebench.pruning.masks import MaskHooks, apply_masks
+    from prunebench.pruning.orth_reg import OrthReg
+    from prunebench.pruning.reinit import orthp, reinit_scratch
+
+    r = ctx.recipe
+    cfg = r.retrain
+    assert cfg is not None
+    if cfg.init == "scratch":
+        reinit_scratch(model, cfg.init_scheme, seed=r.seed)
+    elif cfg.init == "orthp":
+        orthp(model)
+    if masks is not None:
+        apply_masks(model, masks)
+    hooks: list[StepHooks] = []
+    if cfg.orth_reg > 0:
+        hooks.append(OrthReg(cfg.orth_reg))
+    if masks is not None:
+        hooks.append(MaskHooks(masks))  # last: re-zero after every other change
+    return ChainHooks(*hooks) if hooks else None
+
+
+def ta_epochs(ctx: Context, cfg: TrainCfg) -> int:
+    """N of trainability accuracy: ``measure.ta_epochs`` or the first LR stage's length."""
+    m = ctx.recipe.measure
+    if m.ta_epochs is not None:
+        return min(m.ta_epochs, cfg.epochs) if cfg.epochs else m.ta_epochs
+    return cfg.schedule.first_stage_epochs(max(cfg.epochs, 1), m.ta_cosine_fraction)

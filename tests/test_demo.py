@@ -1,0 +1,33 @@
+"""`make demo` itself, end to end (slow: minutes). CI runs it with `-m slow`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+@pytest.mark.slow
+def test_make_demo(tmp_path):
+    if not FMNIST.exists() and not os.environ.get("PRUNEBENCH_DATA"):
+        pytest.skip("Fashion-MNIST is not installed (make data installs it)")
+    out = ROOT / "runs" / "demo"
+    t0 = time.perf_counter()
+    proc = subprocess.run(["make", "demo"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1200)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Results" in proc.stdout and "retrained" in proc.stdout
+    results = [json.loads(p.read_text()) for p in out.glob("*/result.json")]
+    assert len(results) >= 4
+    for r in results:
+        assert r["status"] == "done"
+        assert r["pruned"]["speedup"] > 1 and r["pruned"]["param_sparsity"] > 0
+    print(f"make demo took {seconds:.0f} s")

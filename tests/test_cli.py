@@ -121,3 +121,25 @@ def test_bad_pattern_leaves_no_run_folder(tiny_recipe, tmp_path):
     )
     assert res.exit_code == 2
     assert not [p for p in tmp_path.iterdir() if p.name != "index.sqlite"]
+
+
+@pytest.mark.parametrize(
+    ("ratio", "sparsity", "speedup"),
+    [(0.3, 31.14, 1.45), (0.5, 49.82, 1.99), (0.7, 70.57, 3.59), (0.9, 90.39, 11.41)],
+)
+def test_describe_gives_the_paper_numbers(ratio, sparsity, speedup):
+    res = invoke("describe", "resnet56", "--dataset", "cifar10", "--prune",
+                 f"*layer*.conv1:{ratio}", "--json")
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    for key in ("params_dense", "params_pruned", "macs_dense", "macs_pruned",
+                "param_sparsity", "speedup"):
+        assert key in d
+    assert d["params_dense"] == 853018 and abs(d["macs_dense"] - 125.5e6) < 0.1e6
+    assert d["param_sparsity"] == pytest.approx(sparsity, abs=0.1)
+    assert d["speedup"] == pytest.approx(speedup, rel=0.02)
+
+
+def test_describe_bad_pattern_exits_2():
+    res = invoke("describe", "resnet56", "--prune", "*layr*:0.5")
+    assert res.exit_code == 2 and "layr" in res.output

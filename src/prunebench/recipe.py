@@ -205,11 +205,17 @@ class Recipe(_Cfg):
     prune: PruneCfg | None = Field(default_factory=PruneCfg)
     retrain: RetrainCfg | None = Field(default_factory=RetrainCfg)
     measure: MeasureCfg = Field(default_factory=MeasureCfg)
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="modules or .py files imported first (they register criteria, models...)",
+    )
     device: str = Field("auto", description="auto|cpu|cuda[:N]; not part of the id")
 
     @model_validator(mode="before")
     @classmethod
     def _aliases(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("plugins"):
+            load_plugins(values["plugins"])
         if isinstance(values, dict) and "finetune" in values:
             if "retrain" in values:
                 raise ValueError("give 'retrain' or its alias 'finetune', not both")
@@ -252,7 +258,33 @@ class Recipe(_Cfg):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-_NOT_IN_ID = ("name", "device", "data.data_dir")
+_NOT_IN_ID = ("name", "device", "data.data_dir", "plugins")
+
+
+def load_plugins(plugins: list[str]) -> None:
+    """Import plugin modules (dotted names) or files (``path/to/file.py``) once each."""
+    import importlib
+    import importlib.util
+    import sys
+
+    for item in plugins:
+        if item.endswith(".py"):
+            path = Path(item).resolve()
+            name = f"prunebench_plugin_{path.stem}_{recipe_hash(str(path), 8)}"
+            if name in sys.modules:
+                continue
+            if not path.is_file():
+                raise ValueError(f"plugin file {item!r} does not exist")
+            spec = importlib.util.spec_from_file_location(name, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            try:
+                importlib.import_module(item)
+            except ImportError as exc:
+                raise ValueError(f"plugin module {item!r} cannot be imported: {exc}") from None
 
 
 def _pop_path(d: dict[str, Any], dotted: str) -> None:

@@ -1,10 +1,11 @@
-"""Built-in pruning criteria, one small module each; importing a module registers it."""
+"""Built-in pruning criteria, one small module each; importing a module registers it.
 
-from prunebench.pruning.criteria import (  # noqa: F401
-    bn_scale,
-    fpgm,
-    l1,
-    l2,
-    random,
-    taylor_fo,
-)
+Every module in this folder is imported here, so adding a criterion is one file.
+"""
+
+import importlib
+import pkgutil
+
+for _info in pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")

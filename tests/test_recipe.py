@@ -125,3 +125,11 @@ def test_grid_size_is_the_product(grid):
     for v in grid.values():
         expected *= len(v)
     assert len(cells) == expected
+
+
+def test_seeds_expand_to_a_seed_axis():
+    cells = expand_grid({"seed": 5, "seeds": 3, "grid": {"retrain.lr": ["0:1", "0:2"]}})
+    assert [c["seed"] for c, _ in cells] == [5, 6, 7, 5, 6, 7]
+    assert [r["seed"] for _, r in cells] == [5, 6, 7, 5, 6, 7]
+    with pytest.raises(RecipeError, match="seeds"):
+        expand_grid({"seeds": 0})

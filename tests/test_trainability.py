@@ -31,6 +31,7 @@ def _exact_conv():
     with torch.backends.mkldnn.flags(enabled=False):
         yield
 
+
 CIFAR = {"in_channels": 3, "num_classes": 10, "input_size": (32, 32)}
 
 

@@ -232,6 +232,15 @@ def datasets() -> None:
         console.print(f"{name:14s} {DATASETS.doc(name)}", highlight=False)
 
 
+def _register_extensions() -> None:
+    from prunebench.compare.cli import register as register_compare
+
+    register_compare(app)
+
+
+_register_extensions()
+
+
 def main() -> None:
     try:
         app()

@@ -8,6 +8,7 @@ in the order given (the last axis varies fastest)::
       retrain.lr: ["0:0.01", "0:0.001"]
 
 Cells that share their pretrain stage share its key, so the dense model is trained once.
+``seeds: N`` adds a last axis ``seed: [seed, seed + 1, ..., seed + N - 1]``.
 """
 
 from __future__ import annotations
@@ -26,11 +27,19 @@ def expand_grid(raw: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any
     A recipe without ``grid`` expands to itself (one cell, ``{}``).
     """
     raw = copy.deepcopy(raw)
-    grid = raw.pop("grid", None)
-    if not grid:
-        return [({}, raw)]
+    grid = raw.pop("grid", None) or {}
+    seeds = raw.pop("seeds", None)
     if not isinstance(grid, dict):
         raise RecipeError(f"grid must map recipe keys to lists of values, got {grid!r}")
+    if seeds is not None:
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise RecipeError(f"seeds must be a whole number >= 1, got {seeds!r}")
+        if "seed" in grid:
+            raise RecipeError("give seeds: N or a grid over seed, not both")
+        first = raw.get("seed", 0)
+        grid = {**grid, "seed": list(range(first, first + seeds))}
+    if not grid:
+        return [({}, raw)]
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise RecipeError(f"grid axis {key!r} must be a non-empty list, got {values!r}")

@@ -1,0 +1,1 @@
+"""Fair comparison: setup fingerprints, comparability checks, calibration, statistics."""

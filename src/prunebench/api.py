@@ -36,7 +36,17 @@ def run_all(
     device: str | None = None,
     data_dir: str | None = None,
 ) -> list[tuple[dict[str, Any], RunResult]]:
-    """Run every recipe of a file (all grid cells); all are validated before any runs."""
+    """Run every recipe of a file (all grid cells); all are validated before any runs.
+
+    A recipe with ``retrain.calibrate`` runs as an LR calibration (one run per grid LR,
+    selection on validation; see :mod:`prunebench.compare.calibrate`).
+    """
+    from prunebench.compare.calibrate import calibration_requested, run_calibration
+
+    if calibration_requested(source):
+        return run_calibration(
+            source, out, overrides=overrides, reporter=reporter, device=device, data_dir=data_dir
+        )
     recipes = load_recipes(source, overrides)
     return [
         (cell, run(r, out, reporter=reporter, device=device, data_dir=data_dir))

@@ -1,9 +1,203 @@
-"""CLI commands of the comparison layer (compare, crossval, card), registered on the app."""
+"""CLI commands of the comparison layer (compare, calibrate, crossval, card), registered on
+the app by ``register(app)``."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
 import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from prunebench.errors import PrunebenchError
+
+EXIT_NOT_MET = 3
+
+_console = Console() if sys.stdout.isatty() else Console(width=160)
+_err = Console(stderr=True)
+
+OutOpt = Annotated[Path, typer.Option("--out", help="run store directory")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _row(t: Table, *cells: object) -> None:
+    t.add_row(*(Text(str(c)) for c in cells))
+
+
+def _fail(exc: PrunebenchError) -> NoReturn:
+    _err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=exc.exit_code)
+
+
+def _print(text: str, bold: bool = False) -> None:
+    _console.print(text, markup=False, highlight=False, soft_wrap=True,
+                   style="bold" if bold else None)
+
+
+def _ranking_table(rows: list[dict[str, Any]], title: str) -> Table:
+    t = Table(title=title, caption="final-epoch top-1 test % (mean ± std, ddof=1; 95% t CI)")
+    for col in ("rank", "method", "seeds", "test acc", "vs next"):
+        t.add_column(col)
+    for r in rows:
+        extra = f" (LR {r['chosen_lr']:g})" if r.get("chosen_lr") is not None else ""
+        _row(t, r["rank"], r["method"] + extra, ",".join(map(str, r["seeds"])),
+                  r["text"], (r.get("vs_next") or {}).get("text", ""))
+    return t
+
+
+def _print_compare(rep: dict[str, Any]) -> None:
+    _print(f"compare: {rep['runs']} runs, {rep['methods']} methods, "
+           f"required setup {rep['required']}")
+    for i, g in enumerate(rep["groups"], 1):
+        names = ", ".join(m["method"] for m in g["methods"])
+        _print(f"\nset {i} (S1-comparable): {names}"
+               + (f" -- setup met by all: {g['setup']}" if g["setup"] else ""))
+        for p in g["pairs"]:
+            _print(f"  {p['a']} vs {p['b']}: strictest {p['label']}")
+            for d in p["differences"]:
+                _print(f"      differs: {d}")
+        if g["ranking"] is not None:
+            _console.print(_ranking_table(g["ranking"], f"Ranking under {rep['required']}"))
+        if g["reason"]:
+            _print(f"  {g['reason']}")
+        for s in g["subsets"]:
+            _console.print(_ranking_table(
+                s["ranking"], f"Ranking within a subset that meets {rep['required']}"))
+    _print(f"\n{rep['verdict']}")
+
+
+def compare_cmd(
+    run_ids: Annotated[list[str] | None, typer.Argument(help="run ids or unique prefixes")] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option("--where", help="KEY=VALUE filter on recipe fields, e.g. prune.method=l1 "
+                     "(repeatable; all must hold)"),
+    ] = None,
+    out: OutOpt = Path("runs"),
+    require: Annotated[str, typer.Option("--require", help="setup a ranking needs: S1, S2, "
+                                         "S3.1, S3.2, S4.1, S4.2, SX-A, SX-B")] = "S3.2",
+    json_: JsonOpt = False,
+) -> None:
+    """Check which runs may be compared (setups S1..SX-B) and rank methods where allowed.
+
+    Exit 0: valid; 3: the required setup is not met (no ranking across it); 2: bad input.
+    """
+    from prunebench.compare.comparison import compare, load_fingerprints
+
+    try:
+        rep = compare(load_fingerprints(out, run_ids, where), require)
+    except PrunebenchError as exc:
+        _fail(exc)
+    if json_:
+        typer.echo(json.dumps(rep, indent=2))
+    else:
+        _print_compare(rep)
+    if not rep["valid"]:
+        raise typer.Exit(EXIT_NOT_MET)
+
+
+def _print_calibration(rec: dict[str, Any]) -> None:
+    _print(f"calibration {rec['key']}: {rec['signature']}", bold=True)
+    _print(f"selection: {rec['selection']}")
+    for m in rec["methods"]:
+        _print(f"\n{m['label']}: chosen LR {m['chosen_lr']:g} "
+               f"({m['chosen_schedule']}), val {m['val']:.2f}, test "
+               f"{m['test']['mean']:.2f} ({m['test']['label']})")
+        t = Table(title=f"sensitivity: {m['label']}")
+        for col in ("LR", "schedule", "val (final epoch)", "test (final epoch)", ""):
+            t.add_column(col)
+        for c in sorted(m["curve"], key=lambda c: -c["lr"]):
+            _row(t, f"{c['lr']:g}", c["schedule"],
+                      "-" if c["val"] is None else f"{c['val']:.2f}",
+                      "-" if c["test"] is None else f"{c['test']:.2f}",
+                      "chosen" if c["lr"] == m["chosen_lr"] else "")
+        _console.print(t)
+
+
+def calibrate_cmd(
+    recipe: Annotated[Path, typer.Argument(help="recipe with retrain.calibrate")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override KEY=VALUE")] = None,
+    out: OutOpt = Path("runs"),
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N]")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="look here for data first")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Run an LR calibration (same grid and epochs for every method; selects on validation)."""
+    from prunebench.compare.calibrate import calibrate, calibration_requested
+
+    try:
+        if not calibration_requested(recipe):
+            raise PrunebenchError(f"recipe {str(recipe)!r} has no retrain.calibrate section")
+        rec = calibrate(recipe, out, overrides=set_, device=device, data_dir=data_dir)
+    except PrunebenchError as exc:
+        _fail(exc)
+    if json_:
+        typer.echo(json.dumps(rec, indent=2))
+    else:
+        _print_calibration(rec)
+
+
+def crossval_cmd(
+    a: Annotated[str, typer.Option("--a", help="method A: prune YAML or k=v,... pairs")],
+    ft_a: Annotated[str, typer.Option("--ft-a", help="FT_A: retrain YAML or k=v,... pairs")],
+    b: Annotated[str, typer.Option("--b", help="method B: prune YAML or k=v,... pairs")],
+    ft_b: Annotated[str, typer.Option("--ft-b", help="FT_B: retrain YAML or k=v,... pairs")],
+    base: Annotated[Path | None, typer.Option("--base", help="base recipe (default: "
+                                              "the built-in defaults)")] = None,
+    out: OutOpt = Path("runs"),
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N]")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="look here for data first")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Run A+FT_A, B+FT_A, A+FT_B, B+FT_B and say whether one method wins under both."""
+    from prunebench.compare.crossval import crossval
+
+    try:
+        rep = crossval(a, ft_a, b, ft_b, base=base, out=out, device=device, data_dir=data_dir)
+    except PrunebenchError as exc:
+        _fail(exc)
+    if json_:
+        typer.echo(json.dumps(rep, indent=2))
+        return
+    t = Table(title="Recipe cross-validation", caption="final-epoch top-1 test %")
+    t.add_column("method")
+    t.add_column("FT_A")
+    t.add_column("FT_B")
+    cells = {(r["method"], r["ft"]): r["text"] for r in rep["table"]}
+    for m in ("A", "B"):
+        _row(t, m, cells[(m, "FT_A")], cells[(m, "FT_B")])
+    for name, spec in rep["specs"].items():
+        _print(f"{name} = {spec}")
+    _console.print(t)
+    for ft, test in rep["tests"].items():
+        _print(f"A vs B under {ft}: {test['text']}")
+    _print(rep["verdict"], bold=True)
+
+
+def card_cmd(
+    run_ids: Annotated[list[str], typer.Argument(help="run ids (one card for all of them)")],
+    out: OutOpt = Path("runs"),
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Markdown file (JSON goes next to it)")
+    ] = None,
+) -> None:
+    """Write a citable benchmark card (Markdown + JSON) for one or more runs."""
+    from prunebench.compare.card import write_card
+
+    try:
+        md, js = write_card(run_ids, out, output)
+    except PrunebenchError as exc:
+        _fail(exc)
+    _print(f"card written: {md} (and {js})")
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the prunebench CLI."""
+    app.command("compare")(compare_cmd)
+    app.command("calibrate")(calibrate_cmd)
+    app.command("crossval")(crossval_cmd)
+    app.command("card")(card_cmd)

@@ -1,0 +1,291 @@
+"""``compare``: load runs, group them into comparable sets, check setups, rank methods.
+
+Selection: explicit run ids (or unique prefixes), ``--where`` filters, or every finished
+run of the store. Filters are ``key=value`` on the stored (effective) recipe, dotted
+paths as in ``--set`` (``model.name=resnet56``, ``prune.method=l1``, ``retrain.lr=0:0.01``,
+``seed=0``, ``model.kwargs.depth=3``); values are read like ``--set`` values and also
+match as text; several filters must all hold. Runs a calibration made but did not choose
+(tuning runs) are left out unless named by id.
+
+Runs that differ only in their seed form one *configuration* (a method): it is ranked by
+the mean of its final-epoch test accuracies (± std, 95% CI; "single seed" when n = 1).
+Two configurations are compared seed by seed (the base model depends on the seed): the
+setups they meet are those every matched-seed pair meets (with no common seed, their first
+runs are compared). Configurations are grouped into S1-comparable sets (same dataset,
+network, rate). A set is ranked only when every pair in it meets the required setup
+(default S3.2) and it does not mix calibrated and uncalibrated results; otherwise the
+ranking is refused with the reason, and subsets that do meet it are ranked separately.
+The comparison is *valid* when every set of two or more configurations can be ranked.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from prunebench.compare.calibrate import calibrated_picks
+from prunebench.compare.errors import CompareError
+from prunebench.compare.fingerprint import Fingerprint, fingerprint
+from prunebench.compare.setups import (
+    SETUPS,
+    check_setup,
+    differences,
+    satisfied_setups,
+    setup_label,
+    strictest,
+)
+from prunebench.compare.stats import Summary, summarize, welch
+from prunebench.recipe import Recipe, parse_value
+from prunebench.store import RunStore
+
+DEFAULT_REQUIRED = "S3.2"
+
+# -- selection --------------------------------------------------------------------------
+
+
+def parse_where(filters: list[str] | None) -> list[tuple[str, Any, str]]:
+    """``[(dotted_key, parsed_value, text), ...]``; bad filters raise one-line errors."""
+    defaults = Recipe().model_dump(mode="json")
+    out = []
+    for item in filters or []:
+        key, sep, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        if not sep or not key:
+            raise CompareError(f"bad filter {item!r}: expected KEY=VALUE, e.g. prune.method=l1")
+        if key.split(".", 1)[0] == "finetune":
+            key = "retrain" + key[len("finetune"):]
+        node: Any = defaults
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif i > 0 and parts[i - 1] == "kwargs":
+                break
+            else:
+                raise CompareError(
+                    f"bad filter key {key!r}: not a recipe field (e.g. model.name, prune.method, "
+                    "retrain.lr, seed, data.name)"
+                )
+        out.append((key, parse_value(text), text))
+    return out
+
+
+def _get(d: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def matches(recipe: dict[str, Any], where: list[tuple[str, Any, str]]) -> bool:
+    for key, value, text in where:
+        got = _get(recipe, key)
+        if got != value and str(got) != text:
+            return False
+    return True
+
+
+def load_fingerprints(
+    out: str | os.PathLike[str] = "runs",
+    run_ids: list[str] | None = None,
+    where: list[str] | None = None,
+) -> list[Fingerprint]:
+    """Fingerprints of the selected finished runs of a store."""
+    store = RunStore(out)
+    filters = parse_where(where)
+    picks, members = calibrated_picks(out)
+    rows = {r["id"]: r for r in store.list_runs()}
+    if run_ids:
+        ids = [store.resolve(i) for i in run_ids]
+        if len(set(ids)) != len(ids):
+            raise CompareError("a run is named twice")
+        for rid in ids:
+            res = (rows.get(rid) or {}).get("result") or {}
+            if res.get("status") != "done":
+                raise CompareError(f"run {rid!r} is not finished: nothing to compare")
+        selected = [rows[i] for i in ids]
+    else:
+        selected = [
+            r for r in rows.values()
+            if (r.get("result") or {}).get("status") == "done"
+            and (r["id"] in picks or r["id"] not in members)
+        ]
+    selected = [r for r in selected if matches(r["recipe"], filters)]
+    return [fingerprint(r, calibration=picks.get(r["id"])) for r in selected]
+
+
+# -- configurations, groups -------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """One configuration (method): runs that differ only in their seed."""
+
+    key: str
+    label: str
+    runs: list[Fingerprint] = field(default_factory=list)
+
+    @property
+    def accs(self) -> list[float]:
+        return [float(f.test_acc) for f in self.runs if f.test_acc is not None]
+
+    @property
+    def summary(self) -> Summary:
+        return summarize(self.accs)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.runs[0].calibrated
+
+
+def configurations(fps: list[Fingerprint]) -> list[Config]:
+    by: dict[str, Config] = {}
+    for f in fps:
+        c = by.setdefault(f.config, Config(f.config, f.label))
+        if any(g.seed == f.seed for g in c.runs):
+            raise CompareError(f"runs {f.run_id} and another share config and seed {f.seed}")
+        c.runs.append(f)
+    configs = list(by.values())
+    for c in configs:
+        c.runs.sort(key=lambda f: f.seed)
+    by_label: dict[str, list[Config]] = {}
+    for c in configs:
+        by_label.setdefault(c.label, []).append(c)
+    for same in by_label.values():
+        if len(same) < 2:
+            continue
+        keys = [k for k in _LABEL_FIELDS
+                if len({str(getattr(c.runs[0], k)) for c in same}) > 1]
+        for c in same:
+            extra = ", ".join(f"{k}={getattr(c.runs[0], k)}" for k in keys) or c.key[:6]
+            c.label = f"{c.label} ({extra})"
+    return configs
+
+
+#: fingerprint fields that tell apart configurations with one method label
+_LABEL_FIELDS = ("prune_config", "prune_epochs", "prune_lr", "retrain_epochs", "retrain_lr",
+                 "batch_size", "weight_decay", "momentum", "nesterov", "augment", "dataset",
+                 "model", "split")
+
+
+def _pairs(x: Config, y: Config) -> list[tuple[Fingerprint, Fingerprint]]:
+    ys = {f.seed: f for f in y.runs}
+    matched = [(f, ys[f.seed]) for f in x.runs if f.seed in ys]
+    return matched or [(x.runs[0], y.runs[0])]
+
+
+def config_setups(x: Config, y: Config) -> tuple[list[str], list[str]]:
+    """``(satisfied setups, differences)`` of two configurations (matched seeds)."""
+    pairs = _pairs(x, y)
+    sat = set(SETUPS)
+    diffs: list[str] = []
+    for a, b in pairs:
+        sat &= set(satisfied_setups(a, b))
+        for d in differences(a, b):
+            if d not in diffs:
+                diffs.append(d)
+    if len(pairs) == 1 and pairs[0][0].seed != pairs[0][1].seed:
+        diffs.append(f"seeds: {_seeds(x)} vs {_seeds(y)} (no common seed)")
+    return [s for s in SETUPS if s in sat], diffs
+
+
+def _seeds(c: Config) -> str:
+    return ",".join(str(f.seed) for f in c.runs)
+
+
+def _s1_groups(configs: list[Config]) -> list[list[Config]]:
+    groups: list[list[Config]] = []
+    for c in configs:
+        for g in groups:
+            if all("S1" in config_setups(c, o)[0] for o in g):
+                g.append(c)
+                break
+        else:
+            groups.append([c])
+    return groups
+
+
+def _rank(configs: list[Config]) -> list[dict[str, Any]]:
+    ordered = sorted(configs, key=lambda c: (-c.summary.mean, c.label))
+    rows = []
+    for i, c in enumerate(ordered):
+        s = c.summary
+        row: dict[str, Any] = {
+            "rank": i + 1, "method": c.label, "config": c.key, "seeds": [f.seed for f in c.runs],
+            "runs": [f.run_id for f in c.runs], "test_acc": s.to_dict(), "text": s.text(),
+            "calibrated": c.calibrated,
+            "chosen_lr": c.runs[0].chosen_lr,
+        }
+        if i + 1 < len(ordered):
+            w = welch(c.accs, ordered[i + 1].accs)
+            row["vs_next"] = {**w.to_dict(), "text": w.text()}
+        rows.append(row)
+    return rows
+
+
+def _subsets(configs: list[Config], required: str) -> list[list[Config]]:
+    subsets: list[list[Config]] = []
+    for c in configs:
+        for g in subsets:
+            if all(required in config_setups(c, o)[0] and c.calibrated == o.calibrated
+                   for o in g):
+                g.append(c)
+                break
+        else:
+            subsets.append([c])
+    return subsets
+
+
+def compare(fps: list[Fingerprint], required: str = DEFAULT_REQUIRED) -> dict[str, Any]:
+    """The comparison report of a set of fingerprints (JSON-able dict); ``valid`` says
+    whether every comparable set could be ranked under ``required``."""
+    required = check_setup(required)
+    if not fps:
+        raise CompareError("no finished runs selected: nothing to compare")
+    configs = configurations(fps)
+    groups_out = []
+    valid = True
+    for group in _s1_groups(configs):
+        pairs = []
+        common = set(SETUPS)
+        for x, y in itertools.combinations(group, 2):
+            sat, diffs = config_setups(x, y)
+            common &= set(sat)
+            pairs.append({"a": x.label, "b": y.label, "strictest": strictest(sat),
+                          "label": setup_label(sat), "satisfied": sat, "differences": diffs})
+        g: dict[str, Any] = {
+            "methods": [{"method": c.label, "config": c.key, "runs": [f.run_id for f in c.runs],
+                         "seeds": [f.seed for f in c.runs], "calibrated": c.calibrated}
+                        for c in group],
+            "setup": setup_label([s for s in SETUPS if s in common]) if pairs else None,
+            "satisfied": [s for s in SETUPS if s in common] if pairs else [],
+            "pairs": pairs, "ranking": None, "reason": None, "subsets": [],
+        }
+        mixed = len({c.calibrated for c in group}) > 1
+        if len(group) < 2:
+            g["reason"] = "only one method in this set: nothing to rank"
+        elif mixed:
+            valid = False
+            g["reason"] = ("ranking not possible: calibrated and uncalibrated results are "
+                           "never ranked together")
+        elif required not in common:
+            valid = False
+            bad = next(p for p in pairs if required not in p["satisfied"])
+            why = "; ".join(bad["differences"][:4]) or "no shared setup"
+            g["reason"] = (f"ranking not possible: {required} is not met ({bad['a']} vs "
+                           f"{bad['b']} meets only {bad['label']}: {why})")
+        else:
+            g["ranking"] = _rank(group)
+        if g["ranking"] is None and len(group) >= 2:
+            g["subsets"] = [
+                {"methods": [c.label for c in s], "ranking": _rank(s)}
+                for s in _subsets(group, required) if len(s) >= 2
+            ]
+        groups_out.append(g)
+    return {"required": required, "valid": valid, "runs": len(fps), "methods": len(configs),
+            "groups": groups_out,
+            "verdict": (f"valid: every comparable set meets {required}" if valid else
+                        f"not valid: {required} is not met; see the reasons")}

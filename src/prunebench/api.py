@@ -43,7 +43,7 @@ def run_all(
     """
     from prunebench.compare.calibrate import calibration_requested, run_calibration
 
-    if calibration_requested(source):
+    if calibration_requested(source, overrides):
         return run_calibration(
             source, out, overrides=overrides, reporter=reporter, device=device, data_dir=data_dir
         )

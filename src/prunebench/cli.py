@@ -234,8 +234,10 @@ def datasets() -> None:
 
 def _register_extensions() -> None:
     from prunebench.compare.cli import register as register_compare
+    from prunebench.report.cli import register as register_report
 
     register_compare(app)
+    register_report(app)
 
 
 _register_extensions()

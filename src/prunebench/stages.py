@@ -352,7 +352,12 @@ def _prune_train_macs(ctx: Context, info: dict[str, Any], dense: nn.Module) -> i
 def effective_retrain(
     ctx: Context, dense_info: dict[str, Any], prune_info: dict[str, Any] | None
 ) -> RetrainCfg:
-    """The retraining config actually run: Scratch-E/B derive epochs and LR from pretraining."""
+    """The retraining config actually run: Scratch-E/B derive epochs and LR from pretraining.
+
+    With a budget, the epochs come from the pretraining recipe (E: K1 + K2; B: K1 F1/F2 +
+    K2); a step ``retrain.lr`` is replaced by the pretraining schedule with its milestones
+    stretched to those epochs, a cosine ``retrain.lr`` is kept and spans them.
+    """
     from prunebench.pruning.scratch import scratch_b_epochs, scratch_b_schedule, scratch_e_epochs
 
     r = ctx.recipe
@@ -368,7 +373,10 @@ def effective_retrain(
         f1 = dense_info["macs"]
         f2 = (prune_info or {}).get("macs_pruned", f1)
         epochs = scratch_b_epochs(k1, f1, f2, k2)
-    lr = scratch_b_schedule(r.pretrain.lr, k1, epochs).canonical()
+    if cfg.schedule.kind == "cosine":
+        lr = cfg.lr  # a cosine schedule simply spans the budget's epochs
+    else:
+        lr = scratch_b_schedule(r.pretrain.lr, k1, epochs).canonical()
     return cfg.model_copy(update={"epochs": epochs, "lr": lr})
 
 

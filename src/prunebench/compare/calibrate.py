@@ -141,10 +141,12 @@ def _retrain_key(raw: dict[str, Any]) -> str | None:
     return None
 
 
-def calibration_requested(source: str | os.PathLike[str] | dict[str, Any]) -> bool:
-    """Whether a recipe (file or dict) has ``retrain.calibrate``."""
+def calibration_requested(
+    source: str | os.PathLike[str] | dict[str, Any], overrides: list[str] | None = None
+) -> bool:
+    """Whether a recipe (file or dict), after ``--set`` overrides, has ``retrain.calibrate``."""
     raw = source if isinstance(source, dict) else read_yaml(source)
-    return _retrain_key(raw) is not None
+    return _retrain_key(apply_overrides(raw, overrides)) is not None
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def calibrate_cmd(
     from prunebench.compare.calibrate import calibrate, calibration_requested
 
     try:
-        if not calibration_requested(recipe):
+        if not calibration_requested(recipe, set_):
             raise PrunebenchError(f"recipe {str(recipe)!r} has no retrain.calibrate section")
         rec = calibrate(recipe, out, overrides=set_, device=device, data_dir=data_dir)
     except PrunebenchError as exc:

@@ -1,0 +1,98 @@
+"""Running a study: expand its cells, run each (skipping finished ones), write a manifest.
+
+The manifest (``<out>/studies/<name>-<preset>.json``) maps every table cell (row, column,
+seed) to its run id; reports read it together with the runs' results and metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prunebench import io
+from prunebench.pipeline import RunResult, run
+from prunebench.plan import plan
+from prunebench.recipe import Recipe, apply_overrides, build_recipe, set_path
+from prunebench.studies.spec import StudySpec, load_study
+from prunebench.train import Reporter
+
+
+@dataclass
+class Cell:
+    row: str
+    column: str
+    value: Any
+    seed: int
+    recipe: Recipe
+
+
+def expand_study(
+    spec: StudySpec, preset: str, *, seeds: int | None = None, overrides: list[str] | None = None
+) -> list[Cell]:
+    """Every cell of the study's table as a validated recipe (all validated before any run)."""
+    p = spec.preset(preset)
+    n_seeds = seeds if seeds is not None else p.seeds
+    base_seed = p.base.get("seed", 0)
+    cells = []
+    for row in p.rows:
+        for value, label in zip(p.columns.values, p.columns.labels or [], strict=True):
+            for seed in range(base_seed, base_seed + n_seeds):
+                raw = apply_overrides(p.base, None)
+                set_path(raw, p.columns.key, value)
+                for key, v in row.set.items():
+                    set_path(raw, key, v)
+                raw["seed"] = seed
+                raw = apply_overrides(raw, overrides)
+                recipe = build_recipe(raw, source=f"study {spec.name} row {row.label!r}")
+                cells.append(Cell(row.label, label, value, seed, recipe))
+    return cells
+
+
+def manifest_path(out: str | os.PathLike[str], spec: StudySpec, preset: str) -> Path:
+    return Path(out) / "studies" / f"{spec.name}-{preset}.json"
+
+
+def run_study(
+    study: str | Path | StudySpec,
+    out: str | os.PathLike[str] = "runs",
+    *,
+    preset: str = "cpu",
+    seeds: int | None = None,
+    overrides: list[str] | None = None,
+    reporter: Reporter | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Run every cell (finished ones return at once, interrupted ones resume); the manifest."""
+    spec = study if isinstance(study, StudySpec) else load_study(study)
+    cells = expand_study(spec, preset, seeds=seeds, overrides=overrides)
+    p = spec.preset(preset)
+    t0 = time.perf_counter()
+    manifest: dict[str, Any] = {
+        "study": spec.name,
+        "title": spec.title,
+        "description": spec.description,
+        "setup": spec.setup,
+        "figures": spec.figures,
+        "preset": preset,
+        "note": p.note,
+        "rows": [r.label for r in p.rows],
+        "columns": {"key": p.columns.key, "labels": p.columns.labels,
+                    "values": p.columns.values},
+        "seeds": seeds if seeds is not None else p.seeds,
+        "command": command or f"prunebench study {spec.name} --preset {preset}",
+        "pretrain_stages": sorted({plan(c.recipe)[0].key for c in cells}),
+        "cells": [],
+    }
+    path = manifest_path(out, spec, preset)
+    for cell in cells:
+        res: RunResult = run(cell.recipe, out, reporter=reporter)
+        manifest["cells"].append({"row": cell.row, "column": cell.column, "value": cell.value,
+                                  "seed": cell.seed, "run": res.id})
+        io.write_json(path, {**manifest, "complete": False})  # progress survives a kill
+    manifest["complete"] = True
+    manifest["seconds"] = round(time.perf_counter() - t0, 3)
+    io.write_json(path, manifest)
+    return manifest

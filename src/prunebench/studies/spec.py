@@ -1,0 +1,105 @@
+"""Study specifications: a base recipe, table columns, table rows, seeds, per preset.
+
+A study file (YAML) looks like::
+
+    name: lr-effect
+    title: "Mystery 1: a larger retraining LR 'improves' pruning"
+    setup: S3.2                 # the comparison setup the rows of one column share
+    presets:
+      cpu:
+        base: {data: ..., model: ..., pretrain: ..., prune: ..., retrain: ...}
+        columns: {key: prune.layers, values: [0.5, 0.8], labels: ["PR 0.5", "PR 0.8"]}
+        rows:
+          - {label: "L1, step, LR 0.01", set: {retrain.lr: "0:0.01,4:0.001"}}
+          - {label: "Scratch (step)", set: {retrain.init: scratch, retrain.budget: E}}
+        seeds: 1
+
+Cells are rows x columns x seeds; each cell is a recipe (base + column value + row
+overrides + seed), so cells that share their pretraining share one dense model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from prunebench.errors import RecipeError
+from prunebench.registry import Registry
+
+#: built-in studies: name -> path of the YAML file next to this module
+STUDIES: Registry[Path] = Registry("study")
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str
+    set: dict[str, Any] = Field(default_factory=dict)
+
+
+class Columns(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str
+    values: list[Any] = Field(min_length=1)
+    labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _labels(self) -> Columns:
+        if self.labels is None:
+            self.labels = [str(v) for v in self.values]
+        if len(self.labels) != len(self.values):
+            raise ValueError("columns.labels must have one label per value")
+        return self
+
+
+class Preset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: dict[str, Any]
+    columns: Columns
+    rows: list[Row] = Field(min_length=1)
+    seeds: int = Field(1, ge=1)
+    note: str | None = None
+
+
+class StudySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    title: str = ""
+    description: str = ""
+    setup: str | None = None
+    figures: list[str] = Field(default_factory=list)
+    presets: dict[str, Preset]
+
+    def preset(self, name: str) -> Preset:
+        if name not in self.presets:
+            allowed = ", ".join(sorted(self.presets))
+            raise RecipeError(f"study {self.name!r} has no preset {name!r}; presets: {allowed}")
+        return self.presets[name]
+
+
+def load_study(name_or_path: str | Path) -> StudySpec:
+    """A built-in study by name, or a study YAML file."""
+    path = Path(name_or_path)
+    if not path.suffix and str(name_or_path) in STUDIES:
+        path = STUDIES.get(str(name_or_path))
+    elif not path.is_file():
+        if path.suffix in (".yaml", ".yml"):
+            raise RecipeError(f"study file {str(path)!r} does not exist")
+        STUDIES.get(str(name_or_path))  # raises with the list of built-ins
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"study file {str(path)!r} is not valid YAML: {exc}") from None
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise RecipeError(f"study {str(path)!r}: {loc}: {err['msg']}") from None
+
+
+for _file in sorted(Path(__file__).parent.glob("*.yaml")):
+    STUDIES.register(_file.stem.replace("_", "-"), doc=yaml.safe_load(
+        _file.read_text()).get("title", ""))(_file)

@@ -9,12 +9,12 @@ The public API is small::
     prunebench.show(result.id, "runs")  # recipe, result, per-epoch metrics
 """
 
-from prunebench.api import load_recipes, run_all, runs, show
-from prunebench.errors import PrunebenchError
-from prunebench.pipeline import RunResult, plan, run
-from prunebench.recipe import Recipe, build_recipe, load_recipe
-
 __version__ = "0.1.0"
+
+from prunebench.api import load_recipes, run_all, runs, show  # noqa: E402
+from prunebench.errors import PrunebenchError  # noqa: E402
+from prunebench.pipeline import RunResult, plan, run  # noqa: E402
+from prunebench.recipe import Recipe, build_recipe, load_recipe  # noqa: E402
 
 __all__ = [
     "PrunebenchError",

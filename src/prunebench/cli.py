@@ -215,6 +215,53 @@ def describe(
 
 
 @app.command()
+def study(
+    name: Annotated[str, typer.Argument(help="a built-in study name or a study YAML file")],
+    preset: Annotated[str, typer.Option(help="cpu | paper (or the study's own presets)")] = "cpu",
+    seeds: Annotated[int | None, typer.Option(min=1, help="seeds per cell")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override KEY=VALUE in every cell")
+    ] = None,
+    out: OutOpt = Path("runs"),
+    quiet: QuietOpt = False,
+    report: Annotated[bool, typer.Option(help="write <out>/report.html")] = True,
+) -> None:
+    """Run a study (finished cells are skipped, interrupted ones resume) and report it."""
+    from prunebench.studies import STUDIES, run_study
+
+    if name in ("list", "ls"):
+        for n in STUDIES.names():
+            console.print(f"{n:20s} {STUDIES.doc(n)}", highlight=False)
+        return
+    reporter = _reporter(quiet)
+    command = " ".join(["prunebench", "study", name, "--preset", preset]
+                       + ([f"--seeds {seeds}"] if seeds else [])
+                       + [f"--set {s}" for s in set_ or []] + ["--out", str(out)])
+    try:
+        manifest = run_study(name, out, preset=preset, seeds=seeds, overrides=set_,
+                             reporter=reporter, command=command)
+    except PrunebenchError as exc:
+        _fail(exc)
+    finally:
+        if reporter is not None:
+            reporter.close()
+    _study_outputs(out, manifest, report)
+
+
+def _study_outputs(out: Path, manifest: dict[str, Any], report: bool) -> None:
+    path = out / "studies" / f"{manifest['study']}-{manifest['preset']}.json"
+    try:
+        from prunebench.report import study_summary, write_html_report
+    except ImportError:  # the report layer is optional at this point
+        console.print(f"study manifest: {path}")
+        return
+    console.print(study_summary(path))
+    if report:
+        html = write_html_report(out, path)
+        console.print(f"report: {html}")
+
+
+@app.command()
 def models() -> None:
     """List the registered models."""
     from prunebench.models import MODELS

@@ -8,6 +8,7 @@ anything is written.
 from __future__ import annotations
 
 import os
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunebench import io
-from prunebench.context import Context, prepare, resolve_device
+from prunebench import __version__, io
+from prunebench.context import Context, flush_denormal, prepare, resolve_device
 from prunebench.errors import PrunebenchError
 from prunebench.plan import Stage, plan, run_id
 from prunebench.recipe import Recipe
@@ -120,7 +121,8 @@ def run(
         io.write_text(rdir / "recipe.yaml", recipe.to_yaml())
         store.record(rid, "running", recipe_dict)
         try:
-            result = _execute(ctx, store, stages, rdir)
+            with flush_denormal():
+                result = _execute(ctx, store, stages, rdir)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             store.record(rid, status, recipe_dict, {"status": status, "error": str(exc)[:500]})
@@ -194,6 +196,8 @@ def _execute(ctx: Context, store: RunStore, stages: list[Stage], rdir: Path) -> 
                  "checksum": ctx.dataset.checksum, "train_images": int(ctx.train_x.shape[0])},
         "device": str(ctx.device),
         "torch": torch.__version__,
+        "python": platform.python_version(),
+        "prunebench": __version__,
         "dense": dense_info,
         "epochs": {"pretrain": dense_info.get("epochs", 0)},
         "train_macs": {"pretrain": dense_info.get("train_macs", 0)},

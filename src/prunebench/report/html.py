@@ -1,0 +1,251 @@
+"""One self-contained HTML report: benchmark card, sortable tables, embedded figures.
+
+Nothing on the page refers to the network: figures are PNG ``data:`` URIs, the style and
+the sorting script are inline. Every piece of run text (labels, notes, commands, sources)
+goes through :func:`html.escape`.
+
+The card on top is made by a ``card`` function (``StudyData -> [(field, value)]``); the
+default, :func:`default_card`, summarises the manifest and the runs' results. A richer
+card (e.g. from :mod:`prunebench.compare`) can be passed in instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import platform
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from prunebench.report.data import StudyData
+from prunebench.report.figures import FigureFile, write_figures
+from prunebench.report.tables import ReportTable, study_tables
+
+CardFn = Callable[[StudyData], list[tuple[str, str]]]
+
+_NUM = re.compile(r"^[+\-−]?\d+(\.\d+)?")
+
+
+def _e(s: Any) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _stage(d: dict[str, Any] | None, keys: Sequence[str]) -> str:
+    if not d:
+        return "none"
+    return ", ".join(f"{k} {d[k]}" for k in keys if d.get(k) not in (None, [], {}))
+
+
+def _distinct(values: list[Any]) -> str:
+    seen: list[str] = []
+    for v in values:
+        s = str(v)
+        if s not in seen:
+            seen.append(s)
+    return " | ".join(seen) or "-"
+
+
+def default_card(study: StudyData) -> list[tuple[str, str]]:
+    """The benchmark card of a study, from its manifest and its runs' results."""
+    import prunebench
+
+    runs = study.all_runs
+    r0 = study.first()
+    rec = r0.recipe if r0 else {}
+    data = rec.get("data") or {}
+    dense = study.dense_acc
+    card = [
+        ("study", f"{study.name} (preset {study.preset})"),
+        ("comparison setup", study.setup),
+        ("data", study.data_label),
+        ("data source", study.data_source),
+        ("data checksum", study.data_checksum or "-"),
+        ("data loader", _stage(data, ("batch_size", "val_size", "train_subset", "augment"))),
+        ("model", study.model),
+        ("dense model", "-" if dense is None else f"{dense:.2f}% final-epoch test accuracy"),
+        ("pretraining", _stage(rec.get("pretrain"),
+                               ("epochs", "lr", "momentum", "nesterov", "weight_decay"))),
+        ("pruning", _stage(rec.get("prune"), ("method", "granularity", "scheme", "schedule",
+                                              "epochs", "lr"))),
+        (f"ratios ({study.column_key})",
+         "; ".join(f"{lab} = {val}" for lab, val in zip(study.columns, study.column_values,
+                                                         strict=False))),
+    ]
+    for row in study.rows:
+        rr = study.runs(row)
+        eff = [r.result.get("retrain") or {} for r in rr]
+        rrec = [r.recipe.get("retrain") or {} for r in rr]
+        card.append((f"retraining: {row}",
+                     f"epochs {_distinct([e.get('epochs') for e in eff])}, "
+                     f"lr {_distinct([r.retrain_lr for r in rr])}, "
+                     f"init {_distinct([e.get('init') for e in eff])}, "
+                     f"budget {_distinct([e.get('budget') for e in eff])}, "
+                     f"momentum {_distinct([x.get('momentum') for x in rrec])}, "
+                     f"weight decay {_distinct([x.get('weight_decay') for x in rrec])}"))
+    card += [
+        ("seeds", ", ".join(map(str, study.seeds)) or "-"),
+        ("accuracy reported", "final-epoch top-1 test accuracy (never the best epoch); "
+                              "mean ± std (ddof=1) over seeds"),
+        ("software", f"prunebench {prunebench.__version__}, torch "
+                     f"{_distinct([r.result.get('torch') for r in runs])}, "
+                     f"Python {platform.python_version()}"),
+        ("device", _distinct([r.result.get("device") for r in runs])),
+        ("runs", f"{len(runs)} finished of {len(study.cells)} cells"
+                 + ("" if study.complete else " (study incomplete)")),
+        ("reproduce", study.command or "-"),
+    ]
+    if study.note:
+        card.insert(2, ("preset note", study.note))
+    return card
+
+
+def _card_html(study: StudyData, card: CardFn) -> str:
+    items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in card(study))
+    return f'<section class="card"><h3>Benchmark card</h3><dl>{items}</dl></section>'
+
+
+def _sort_key(text: str) -> str:
+    m = _NUM.match(text.strip())
+    return m.group(0).replace("−", "-") if m else ""
+
+
+def table_html(t: ReportTable) -> str:
+    head = "".join(f'<th scope="col">{_e(c)}</th>' for c in [t.first, *t.columns])
+    body = []
+    for row in t.rows:
+        cls = ' class="info"' if row.info else ""
+        cells = [f'<th scope="row">{_e(row.label)}</th>']
+        for c in row.cells:
+            key = "" if c.mean is None else repr(c.mean)
+            key = key or _sort_key(c.text)
+            cells.append(f'<td data-sort="{_e(key)}">{_e(c.text)}</td>')
+        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    return (f'<table class="sortable"><caption><b>{_e(t.title)}</b><br>{_e(t.caption)}'
+            f"</caption><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def _figure_html(f: FigureFile) -> str:
+    b64 = base64.b64encode(f.png.read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{_e(f.title)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{_e(f.title)} (also {_e(f.svg.name)} next to this report)"
+            "</figcaption></figure>")
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
+ color:#1d232a;background:#f6f7f9}
+main{max-width:1180px;margin:0 auto;padding:18px 26px 40px}
+h1{font-size:22px;margin:6px 0 2px}h2{font-size:18px;margin:34px 0 6px;
+ border-bottom:2px solid #d9dee5;padding-bottom:4px}h3{font-size:15px;margin:18px 0 6px}
+.meta{color:#5a6572;font-size:12px}.badge{display:inline-block;background:#fff3cd;
+ border:1px solid #e6c65c;border-radius:4px;padding:1px 7px;font-weight:600}
+.card{background:#fff;border:1px solid #d9dee5;border-radius:8px;padding:8px 16px;margin:10px 0}
+.card dl{display:grid;grid-template-columns:max-content 1fr;gap:3px 16px;margin:6px 0}
+.card dt{font-weight:600;color:#3c4650}.card dd{margin:0;word-break:break-word;
+ font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12.5px}
+table{border-collapse:collapse;background:#fff;margin:12px 0;font-size:13px}
+caption{caption-side:top;text-align:left;padding:4px 0;color:#3c4650;max-width:1100px}
+th,td{padding:4px 10px;border-bottom:1px solid #e3e7ec}td{text-align:right;
+ font-variant-numeric:tabular-nums}thead th{border-bottom:2px solid #9aa5b1;cursor:pointer;
+ user-select:none;white-space:nowrap}thead th:hover{background:#eef2f6}
+tbody th{text-align:left;font-weight:500}tr.info th,tr.info td{color:#5a6572;
+ font-style:italic;background:#fafbfc}
+th.asc::after{content:" \\25B2";font-size:9px}th.desc::after{content:" \\25BC";font-size:9px}
+figure{background:#fff;border:1px solid #d9dee5;border-radius:8px;margin:12px 0;padding:8px}
+figure img{max-width:100%;height:auto;display:block}figcaption{color:#5a6572;font-size:12px}
+.desc{max-width:900px}
+"""
+
+_JS = """
+(function(){
+ function key(td){var s=td.getAttribute('data-sort');
+  if(s!==null&&s!==''){var n=parseFloat(s);if(!isNaN(n))return n;}
+  return td.textContent.trim().toLowerCase();}
+ function cmp(a,b){if(typeof a==='number'&&typeof b==='number')return a-b;
+  if(typeof a==='number')return -1;if(typeof b==='number')return 1;
+  return a<b?-1:(a>b?1:0);}
+ var tables=document.querySelectorAll('table.sortable');
+ for(var t=0;t<tables.length;t++){(function(table){
+  var ths=table.tHead.rows[0].cells;
+  for(var i=0;i<ths.length;i++){(function(col,th){
+   th.addEventListener('click',function(){
+    var asc=!th.classList.contains('asc');
+    for(var j=0;j<ths.length;j++){ths[j].classList.remove('asc','desc');}
+    th.classList.add(asc?'asc':'desc');
+    var body=table.tBodies[0];var rows=Array.prototype.slice.call(body.rows);
+    var main=rows.filter(function(r){return !r.classList.contains('info');});
+    var info=rows.filter(function(r){return r.classList.contains('info');});
+    main.sort(function(a,b){var d=cmp(key(a.cells[col]),key(b.cells[col]));
+     return asc?d:-d;});
+    main.concat(info).forEach(function(r){body.appendChild(r);});
+   });})(i,ths[i]);}
+ })(tables[t]);}
+ document.documentElement.setAttribute('data-report-ready','1');
+})();
+"""
+
+
+def study_section(study: StudyData, figures: list[FigureFile],
+                  extra_tables: Sequence[ReportTable] = (), card: CardFn = default_card) -> str:
+    parts = [f'<section class="study" id="{_e(study.key)}">',
+             f"<h2>{_e(study.title)} <span class='meta'>[{_e(study.key)}]</span></h2>",
+             f"<p>Data: <span class='badge'>{_e(study.data_label)}</span> · comparison "
+             f"setup <span class='badge'>{_e(study.setup)}</span></p>",
+             _card_html(study, card)]
+    if study.description:
+        parts.append(f'<p class="desc">{_e(study.description)}</p>')
+    parts.append("<h3>Tables</h3><p class='meta'>Click a column header to sort.</p>")
+    parts += [table_html(t) for t in study_tables(study)]
+    for t in extra_tables:
+        parts.append(table_html(t))
+    if figures:
+        parts.append("<h3>Figures</h3>")
+        parts += [_figure_html(f) for f in figures]
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def html_page(studies: list[StudyData], figures: dict[str, list[FigureFile]],
+              against: dict[str, list[ReportTable]] | None = None,
+              card: CardFn = default_card, notes: Sequence[str] = ()) -> str:
+    against = against or {}
+    labels = sorted({s.data_label for s in studies})
+    now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    toc = "".join(f'<li><a href="#{_e(s.key)}">{_e(s.title)}</a> [{_e(s.key)}]</li>'
+                  for s in studies)
+    body = "\n".join(study_section(s, figures.get(s.key, []), against.get(s.key, []), card)
+                     for s in studies)
+    note_html = "".join(f"<p class='meta'>{_e(n)}</p>" for n in notes)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>prunebench report: {_e(", ".join(s.key for s in studies))}</title>
+<style>{_CSS}</style></head>
+<body><main>
+<h1>prunebench report</h1>
+<p class="meta">Generated {_e(now)} · data used: {" ".join(
+        f"<span class='badge'>{_e(lab)}</span>" for lab in labels)} · accuracies are
+final-epoch top-1 test accuracy, never the best epoch.</p>
+{note_html}
+<ul>{toc}</ul>
+{body}
+</main>
+<script>{_JS}</script>
+</body></html>
+"""
+
+
+def build_html(studies: list[StudyData], path: str | Path, *,
+               against: dict[str, list[ReportTable]] | None = None,
+               card: CardFn = default_card, notes: Sequence[str] = ()) -> Path:
+    """Write ``path`` (self-contained) and the figures (PNG + SVG) under ``figures/``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figs = {s.key: write_figures(s, path.parent / "figures" / s.key) for s in studies}
+    from prunebench import io
+
+    io.write_text(path, html_page(studies, figs, against, card, notes))
+    return path

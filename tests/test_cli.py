@@ -32,6 +32,7 @@ def test_run_runs_show_round_trip(tiny_recipe, tmp_path):
     shown = invoke("show", run_id, "--out", out)
     assert shown.exit_code == 0
     assert "Per-epoch metrics" in shown.output and "retrain" in shown.output
+    assert "trainability_accuracy" in shown.output and "jsv_mean" in shown.output
     data = json.loads(invoke("show", run_id[:5], "--out", out, "--json").stdout)
     assert data["id"] == run_id and len(data["metrics"]) == 6
 

@@ -225,6 +225,8 @@ def study(
     out: OutOpt = Path("runs"),
     quiet: QuietOpt = False,
     report: Annotated[bool, typer.Option(help="write <out>/report.html")] = True,
+    workers: Annotated[int, typer.Option(min=1, help="cells run in parallel")] = 1,
+    backend: Annotated[str, typer.Option(help="serial | process | ray")] = "process",
 ) -> None:
     """Run a study (finished cells are skipped, interrupted ones resume) and report it."""
     from prunebench.studies import STUDIES, run_study
@@ -239,7 +241,8 @@ def study(
                        + [f"--set {s}" for s in set_ or []] + ["--out", str(out)])
     try:
         manifest = run_study(name, out, preset=preset, seeds=seeds, overrides=set_,
-                             reporter=reporter, command=command)
+                             reporter=reporter, command=command, workers=workers,
+                             backend=backend if workers > 1 else "serial")
     except PrunebenchError as exc:
         _fail(exc)
     finally:

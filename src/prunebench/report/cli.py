@@ -2,8 +2,72 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
 import typer
+from rich.console import Console
+
+from prunebench.errors import PrunebenchError
+
+_console = Console() if sys.stdout.isatty() else Console(width=160)
+_err = Console(stderr=True)
+
+
+def _fail(exc: PrunebenchError) -> NoReturn:
+    _err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True, markup=True)
+    raise typer.Exit(code=exc.exit_code)
+
+
+def report(
+    source: Annotated[Path, typer.Argument(
+        help="a run store holding studies/*.json, or one study manifest (.json)")],
+    format_: Annotated[str, typer.Option(
+        "--format", "-f", help="terminal | md | latex | csv | html")] = "terminal",
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="file to write (html: default <DIR>/report.html; "
+                               "others: stdout)")] = None,
+    study: Annotated[str | None, typer.Option(
+        help="report only this study (name, or name-preset)")] = None,
+    against: Annotated[str | None, typer.Option(
+        help="'paper': the paper's own numbers beside ours, with the differences")] = None,
+) -> None:
+    """Tables (paper layout), figures and an HTML page for the studies in a run store."""
+    from prunebench.report.api import (
+        check_against,
+        check_format,
+        load_studies,
+        render,
+        rich_renderable,
+        write_report,
+    )
+
+    try:
+        fmt = check_format(format_)
+        check_against(against)
+        if fmt == "html":
+            default = (source.parent.parent if source.is_file()
+                       and source.parent.name == "studies" else
+                       source.parent if source.is_file() else source) / "report.html"
+            path = write_report(source, "html", output or default, study=study,
+                                against=against)
+            _console.print(f"report: {path}", highlight=False, markup=False)
+            return
+        if output is not None:
+            path = write_report(source, fmt, output, study=study, against=against)
+            _console.print(f"report: {path}", highlight=False, markup=False)
+            return
+        studies = load_studies(source, study)
+        if fmt == "terminal":
+            _console.print(rich_renderable(studies, against))
+        else:
+            sys.stdout.write(render(studies, fmt, against))
+            sys.stdout.flush()
+    except PrunebenchError as exc:
+        _fail(exc)
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the prunebench CLI."""
+    app.command("report")(report)

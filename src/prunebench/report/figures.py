@@ -27,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from prunebench.report.data import RunData, StudyData  # noqa: E402
 
@@ -101,6 +102,7 @@ def _curve_figure(study: StudyData, metric: str, ylabel: str,
                 ax.fill_between(xs, lo, hi, color=styles[row]["color"], alpha=0.15, lw=0)
         ax.set_title(col)
         ax.set_xlabel("retraining epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel(ylabel)
     axes[-1].legend(loc="best")
     return fig
@@ -125,7 +127,7 @@ def ta_figure(study: StudyData) -> Figure | None:
     if not any(r.ta is not None for r in study.all_runs):
         return None
     rows, cols = study.rows, study.columns
-    fig = Figure(figsize=(min(1.2 + 0.9 * len(rows) * max(1, len(cols)) / 2, 14), 3.6),
+    fig = Figure(figsize=(min(max(6.0, 1.5 + 0.5 * len(rows) * max(1, len(cols))), 14), 3.8),
                  layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(len(cols), 1)
@@ -140,7 +142,7 @@ def ta_figure(study: StudyData) -> Figure | None:
     ax.legend(loc="best")
     finite = [r.ta for r in study.all_runs if r.ta is not None]
     if finite:
-        ax.set_ylim(max(0.0, min(finite) - 5), min(100.0, max(finite) + 2))
+        ax.set_ylim(bottom=max(0.0, min(finite) - 5))
     return fig
 
 
@@ -149,7 +151,7 @@ def ratio_figure(study: StudyData) -> Figure | None:
     if len(cols) < 2:
         return None
     styles = _styles(study)
-    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    fig = Figure(figsize=(6.0, 3.8), layout="constrained")
     ax = fig.subplots()
     for row in study.rows:
         stats = [_stat(study.runs(row, col), lambda r: r.test_acc) for col in cols]
@@ -236,7 +238,7 @@ def write_figures(study: StudyData, folder: str | Path,
             fig = build(study)
             if fig is None:
                 continue
-            fig.suptitle(f"{study.title} [{study.preset}]: {title}", fontsize=9)
+            fig.suptitle(f"{title} [{study.key}]", fontsize=9)
             png, svg = folder / f"{kind}.png", folder / f"{kind}.svg"
             fig.savefig(png, dpi=110)
             fig.savefig(svg, metadata={"Date": None})

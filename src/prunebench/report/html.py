@@ -123,8 +123,9 @@ def table_html(t: ReportTable) -> str:
             key = key or _sort_key(c.text)
             cells.append(f'<td data-sort="{_e(key)}">{_e(c.text)}</td>')
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return (f'<table class="sortable"><caption><b>{_e(t.title)}</b><br>{_e(t.caption)}'
-            f"</caption><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    return (f'<div class="tbl"><p class="cap"><b>{_e(t.title)}</b><br>{_e(t.caption)}</p>'
+            f'<table class="sortable"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _figure_html(f: FigureFile) -> str:
@@ -147,7 +148,7 @@ h1{font-size:22px;margin:6px 0 2px}h2{font-size:18px;margin:34px 0 6px;
 .card dt{font-weight:600;color:#3c4650}.card dd{margin:0;word-break:break-word;
  font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12.5px}
 table{border-collapse:collapse;background:#fff;margin:12px 0;font-size:13px}
-caption{caption-side:top;text-align:left;padding:4px 0;color:#3c4650;max-width:1100px}
+.tbl{margin:16px 0 22px}.cap{margin:0;color:#3c4650;font-size:12.5px;max-width:1100px}
 th,td{padding:4px 10px;border-bottom:1px solid #e3e7ec}td{text-align:right;
  font-variant-numeric:tabular-nums}thead th{border-bottom:2px solid #9aa5b1;cursor:pointer;
  user-select:none;white-space:nowrap}thead th:hover{background:#eef2f6}

@@ -204,7 +204,8 @@ def to_markdown(t: ReportTable) -> str:
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
           "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-          "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}"}
+          "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+          "±": r"$\pm$", "−": r"$-$"}
 
 
 def latex_escape(s: str) -> str:
@@ -212,7 +213,7 @@ def latex_escape(s: str) -> str:
 
 
 def _latex_cell(text: str) -> str:
-    return latex_escape(text).replace(" ± ", r" $\pm$ ")
+    return latex_escape(text)
 
 
 def to_latex(t: ReportTable) -> str:

@@ -16,6 +16,7 @@ from prunebench import io
 from prunebench.pipeline import RunResult, run
 from prunebench.plan import plan
 from prunebench.recipe import Recipe, apply_overrides, build_recipe, set_path
+from prunebench.studies.executor import run_cells
 from prunebench.studies.spec import StudySpec, load_study
 from prunebench.train import Reporter
 
@@ -64,8 +65,13 @@ def run_study(
     overrides: list[str] | None = None,
     reporter: Reporter | None = None,
     command: str | None = None,
+    workers: int = 1,
+    backend: str = "serial",
 ) -> dict[str, Any]:
-    """Run every cell (finished ones return at once, interrupted ones resume); the manifest."""
+    """Run every cell (finished ones return at once, interrupted ones resume); the manifest.
+
+    ``workers > 1`` runs cells in parallel (``backend`` "process" or "ray").
+    """
     spec = study if isinstance(study, StudySpec) else load_study(study)
     cells = expand_study(spec, preset, seeds=seeds, overrides=overrides)
     p = spec.preset(preset)
@@ -87,11 +93,23 @@ def run_study(
         "cells": [],
     }
     path = manifest_path(out, spec, preset)
+    # run ids are content keys, known before anything runs: the manifest is written first,
+    # so a killed study still maps every cell to the run that will hold it
     for cell in cells:
-        res: RunResult = run(cell.recipe, out, reporter=reporter)
         manifest["cells"].append({"row": cell.row, "column": cell.column, "value": cell.value,
-                                  "seed": cell.seed, "run": res.id})
-        io.write_json(path, {**manifest, "complete": False})  # progress survives a kill
+                                  "seed": cell.seed, "run": plan(cell.recipe)[-1].key})
+    io.write_json(path, {**manifest, "complete": False})
+
+    def serial(i: int) -> str:
+        res: RunResult = run(cells[i].recipe, out, reporter=reporter)
+        return res.id
+
+    ids = run_cells(
+        [c.recipe.model_dump(mode="json") for c in cells],
+        [plan(c.recipe)[0].key for c in cells],
+        str(out), workers=workers, backend=backend, serial=serial,
+    )
+    assert ids == [c["run"] for c in manifest["cells"]]
     manifest["complete"] = True
     manifest["seconds"] = round(time.perf_counter() - t0, 3)
     io.write_json(path, manifest)

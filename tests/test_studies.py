@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from prunebench.errors import RecipeError, RegistryError
+from prunebench.studies import STUDIES, expand_study, load_study, run_study
+
+TINY_STUDY = {
+    "name": "tiny-study",
+    "title": "tiny",
+    "setup": "S3.1",
+    "presets": {
+        "cpu": {
+            "base": {
+                "data": {"name": "synthetic", "batch_size": 64, "val_size": 128},
+                "model": {"name": "mlp", "kwargs": {"depth": 3, "width": 16}},
+                "pretrain": {"epochs": 2, "lr": "0:0.1"},
+                "prune": {"method": "l1", "layers": 0.5},
+                "retrain": {"epochs": 2, "lr": "0:0.01,1:0.001"},
+            },
+            "columns": {"key": "prune.layers", "values": [0.3, 0.6]},
+            "rows": [
+                {"label": "LR 0.01", "set": {"retrain.lr": "0:0.01,1:0.001"}},
+                {"label": "LR 0.001", "set": {"retrain.lr": "0:0.001,1:0.0001"}},
+                {"label": "Scratch", "set": {"retrain.init": "scratch", "retrain.budget": "E"}},
+            ],
+            "seeds": 2,
+        }
+    },
+}
+
+
+@pytest.fixture
+def study_file(tmp_path) -> Path:
+    import yaml
+
+    p = tmp_path / "tiny_study.yaml"
+    p.write_text(yaml.safe_dump(TINY_STUDY))
+    return p
+
+
+def test_builtin_studies_expand_and_validate():
+    assert {"lr-effect", "scratch-vs-inherit", "lr-catch-up", "trainability"} <= set(STUDIES)
+    for name in STUDIES:
+        spec = load_study(name)
+        assert {"cpu", "paper"} <= set(spec.presets)
+        for preset in spec.presets:
+            cells = expand_study(spec, preset)
+            p = spec.presets[preset]
+            assert len(cells) == len(p.rows) * len(p.columns.values) * p.seeds
+
+
+def test_grid_reuses_shared_pretraining(study_file, tmp_path):
+    out = tmp_path / "runs"
+    manifest = run_study(study_file, out, preset="cpu")
+    assert manifest["complete"] and len(manifest["cells"]) == 3 * 2 * 2
+    # one dense model per seed, never one per cell
+    assert len(list((out / "stages").glob("pretrain-*"))) == 2
+    assert len(manifest["pretrain_stages"]) == 2
+    # one pruned model per (ratio, seed): the two LR rows share it
+    assert len(list((out / "stages").glob("prune-*"))) == 2 * 2
+    saved = json.loads((out / "studies" / "tiny-study-cpu.json").read_text())
+    assert saved["cells"] == manifest["cells"]
+    for cell in manifest["cells"]:
+        assert (out / cell["run"] / "result.json").is_file()
+
+
+def test_rerun_skips_finished_cells(study_file, tmp_path, monkeypatch):
+    out = tmp_path / "runs"
+    run_study(study_file, out, preset="cpu", seeds=1)
+    import prunebench.pipeline as pl
+
+    monkeypatch.setattr(pl, "_execute", lambda *a, **k: pytest.fail("re-ran a finished cell"))
+    again = run_study(study_file, out, preset="cpu", seeds=1)
+    assert again["complete"]
+
+
+def test_parallel_process_backend_gives_the_same_runs(study_file, tmp_path):
+    serial = run_study(study_file, tmp_path / "a", preset="cpu", seeds=1)
+    parallel = run_study(study_file, tmp_path / "b", preset="cpu", seeds=1, workers=2,
+                         backend="process")
+    assert [c["run"] for c in serial["cells"]] == [c["run"] for c in parallel["cells"]]
+    for c in serial["cells"]:
+        a = json.loads((tmp_path / "a" / c["run"] / "result.json").read_text())
+        b = json.loads((tmp_path / "b" / c["run"] / "result.json").read_text())
+        assert a["test_acc"] == b["test_acc"]
+
+
+def test_bad_study_input(study_file, tmp_path):
+    with pytest.raises(RegistryError, match="lr-effect"):
+        load_study("no-such-study")
+    with pytest.raises(RecipeError, match="no preset"):
+        expand_study(load_study(study_file), "gpu")
+    with pytest.raises(RecipeError, match="backend"):
+        run_study(study_file, tmp_path, preset="cpu", seeds=1, workers=2, backend="mpi")

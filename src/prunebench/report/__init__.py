@@ -7,28 +7,32 @@ Library entry points::
     write_report("runs/studies/lr-effect-cpu.json", "md", "lr.md", against="paper")
     study_summary("runs/studies/lr-effect-cpu.json")      # a rich Table for the terminal
     write_html_report("runs", "runs/studies/lr-effect-cpu.json")  # -> runs/report.html
+
+Names are imported lazily, so importing ``prunebench.report.terminal`` (every CLI start)
+does not load matplotlib.
 """
 
 from __future__ import annotations
 
-from prunebench.report.api import (
-    FORMATS,
-    load_studies,
-    render,
-    study_summary,
-    write_html_report,
-    write_report,
-)
-from prunebench.report.data import ReportError, StudyData, load_study_data
+import importlib
+from typing import Any
 
-__all__ = [
-    "FORMATS",
-    "ReportError",
-    "StudyData",
-    "load_studies",
-    "load_study_data",
-    "render",
-    "study_summary",
-    "write_html_report",
-    "write_report",
-]
+_LAZY = {
+    "FORMATS": "prunebench.report.api",
+    "load_studies": "prunebench.report.api",
+    "render": "prunebench.report.api",
+    "study_summary": "prunebench.report.api",
+    "write_html_report": "prunebench.report.api",
+    "write_report": "prunebench.report.api",
+    "ReportError": "prunebench.report.data",
+    "StudyData": "prunebench.report.data",
+    "load_study_data": "prunebench.report.data",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'prunebench.report' has no attribute {name!r}")

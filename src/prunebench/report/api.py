@@ -39,9 +39,12 @@ def check_against(against: str | None) -> str | None:
     return against
 
 
-def load_studies(manifest_or_dir: str | Path, study: str | None = None) -> list[StudyData]:
-    """Every study of a run store (``<dir>/studies/*.json``), or one manifest, loaded."""
-    return [load_study_data(p) for p in find_manifests(manifest_or_dir, study)]
+def load_studies(manifest_or_dir: str | Path, study: str | None = None,
+                 store: str | Path | None = None) -> list[StudyData]:
+    """Every study of a run store (``<dir>/studies/*.json``), or one manifest, loaded.
+
+    ``store`` is where the runs are (default: the folder above ``studies/``)."""
+    return [load_study_data(p, store) for p in find_manifests(manifest_or_dir, study)]
 
 
 def tables_for(studies: list[StudyData], against: str | None = None) -> list[ReportTable]:
@@ -93,14 +96,14 @@ def render(studies: list[StudyData], fmt: str, against: str | None = None) -> st
 
 def write_report(manifest_or_dir: str | Path, fmt: str, path: str | Path, *,
                  study: str | None = None, against: str | None = None,
-                 card: CardFn = default_card) -> Path:
+                 card: CardFn = default_card, store: str | Path | None = None) -> Path:
     """Write the report of one manifest or of every study in a run store to ``path``.
 
     ``html`` also writes the figures (PNG + SVG) to ``<path's folder>/figures/<study>/``.
     """
     fmt = check_format(fmt)
     against = check_against(against)
-    studies = load_studies(manifest_or_dir, study)
+    studies = load_studies(manifest_or_dir, study, store)
     path = Path(path)
     if fmt == "html":
         ag = ({s.key: against_tables([s]) for s in studies} if against == "paper" else None)

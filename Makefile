@@ -33,8 +33,9 @@ data:
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }; \
 	fi
 
+# The lr-effect study's CPU preset (the paper's Mystery 1): a table and runs/demo/report.html.
 demo: install data
-	$(BIN)/prunebench run examples/demo.yaml --out runs/demo
+	$(BIN)/prunebench study lr-effect --preset cpu --out runs/demo
 
 test: dev data
 	$(BIN)/pytest

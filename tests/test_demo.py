@@ -24,9 +24,13 @@ def test_make_demo(tmp_path):
                           timeout=1200)
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "Results" in proc.stdout and "retrained" in proc.stdout
-    results = [json.loads(p.read_text()) for p in out.glob("*/result.json")]
-    assert len(results) >= 4
+    assert "retrained" in proc.stdout and "L1, step, LR 0.01" in proc.stdout
+    assert (out / "report.html").is_file()
+    manifest = json.loads((out / "studies" / "lr-effect-cpu.json").read_text())
+    assert manifest["complete"]
+    results = [json.loads((out / c["run"] / "result.json").read_text())
+               for c in manifest["cells"]]
+    assert len(results) == 12
     for r in results:
         assert r["status"] == "done"
         assert r["pruned"]["speedup"] > 1 and r["pruned"]["param_sparsity"] > 0

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from prunebench import api
 from prunebench.errors import PrunebenchError
 from prunebench.report.terminal import metrics_table, result_rows, results_table, runs_table
+from prunebench.store import RunStore
 
 app = typer.Typer(
     help="prunebench: fair, fast and explainable neural-network pruning comparisons.",
@@ -253,11 +254,13 @@ def study(
 
 def _study_outputs(out: Path, manifest: dict[str, Any], report: bool) -> None:
     path = out / "studies" / f"{manifest['study']}-{manifest['preset']}.json"
-    try:
-        from prunebench.report import study_summary, write_html_report
-    except ImportError:  # the report layer is optional at this point
-        console.print(f"study manifest: {path}")
-        return
+    store = RunStore(out)
+    items = [({"variant": f"{c['row']} / {c['column']}" + (f" / seed {c['seed']}"
+               if manifest["seeds"] > 1 else "")}, store.run_result(c["run"]))
+             for c in manifest["cells"]]
+    console.print(results_table(result_rows(items), title=f"Runs of {manifest['study']}"))
+    from prunebench.report import study_summary, write_html_report
+
     console.print(study_summary(path))
     if report:
         html = write_html_report(out, path)

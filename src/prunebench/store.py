@@ -155,6 +155,14 @@ class RunStore:
     def result(self, run_id: str) -> dict[str, Any] | None:
         return self._read_result(self.run_dir(run_id))
 
+    def run_result(self, run_id: str) -> Any:
+        """A finished run as a :class:`prunebench.pipeline.RunResult`."""
+        from prunebench.pipeline import RunResult
+
+        d = self.run_dir(run_id)
+        recipe = yaml.safe_load((d / "recipe.yaml").read_text()) or {}
+        return RunResult(run_id, d, self._read_result(d) or {}, recipe)
+
     def resolve(self, prefix: str) -> str:
         """A full run id from an id or a unique prefix of one."""
         if (self.run_dir(prefix) / "recipe.yaml").is_file():

@@ -22,6 +22,8 @@ def _count(v: Any, unit: str = "") -> str:
 
 
 def _cell_label(cell: dict[str, Any]) -> str:
+    if "variant" in cell:
+        return str(cell["variant"])
     return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in cell.items()) or "-"
 
 

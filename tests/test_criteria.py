@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,14 +12,6 @@ from torch import nn
 from prunebench.errors import PruningError
 from prunebench.pruning import CRITERIA, PruneContext, prunable_layers, prune_structured
 from prunebench.pruning.context import following_bn_by_order
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _build(name: str, shape: tuple[int, int, int] = (3, 16, 16), **kw: object) -> nn.Module:

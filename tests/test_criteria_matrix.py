@@ -32,12 +32,6 @@ FAMILIES = {
 HAS_BN = {"resnet20", "vgg11"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _setup(family):

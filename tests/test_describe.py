@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from prunebench.data import DATASET_SHAPES, dataset_shape
 from prunebench.errors import PruningError, RegistryError
 from prunebench.pruning.describe import describe
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # Table 6 (ResNet-56, CIFAR-10): PR -> (parameter sparsity %, speedup x)
 PAPER_RESNET56 = {0.3: (31.14, 1.45), 0.5: (49.82, 1.99), 0.7: (70.57, 3.59), 0.9: (90.39, 11.41)}

@@ -22,8 +22,6 @@ from prunebench.pruning.masks import (
 from prunebench.recipe import TrainCfg
 from prunebench.train import Loaders, train
 
-torch.set_num_threads(1)
-
 
 def tiny_mlp(seed: int = 0, width: int = 16, depth: int = 3) -> nn.Module:
     torch.manual_seed(seed)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import io
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -26,15 +25,6 @@ from prunebench.pruning import (
     register_criterion,
     resolve_layer_ratios,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small models run fastest single-threaded, above all on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _build(name: str, shape: tuple[int, int, int] = (3, 32, 32), **kw: object) -> nn.Module:

@@ -9,8 +9,6 @@ import prunebench
 from prunebench.errors import RecipeError
 from prunebench.recipe import build_recipe, load_recipe
 
-torch.set_num_threads(1)
-
 
 def run(tiny, tmp_path, *overrides):
     return prunebench.run(tiny, out=tmp_path, overrides=list(overrides))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import io
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -23,14 +22,6 @@ from prunebench.pruning.regularizers import (
     select_filters,
 )
 from prunebench.pruning.structured import prunable_layers, prune_structured
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _mlp(seed: int = 0) -> nn.Module:

@@ -13,8 +13,6 @@ from prunebench.models import build_model
 from prunebench.pruning.orth_reg import OrthReg, orth_penalty, orth_penalty_grad
 from prunebench.pruning.reinit import infer_activation, orthogonalize, orthp, reinit_scratch
 
-torch.set_num_threads(1)
-
 
 def mlp7_linear() -> nn.Module:
     torch.manual_seed(0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -29,14 +28,6 @@ from prunebench.pruning import (
 )
 from prunebench.pruning.schemes import global_order, layer_cap
 from prunebench.pruning.structured import _build_graph
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _build(name: str, shape: tuple[int, int, int] = (3, 16, 16), classes: int = 10, **kw):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,8 +14,6 @@ from prunebench.pruning.scratch import (
     scratch_e_epochs,
 )
 from prunebench.schedule import parse_schedule
-
-torch.set_num_threads(1)
 
 
 def canon(text: str) -> str:

@@ -184,21 +184,8 @@ def _score_without_graph(
     generator = torch.Generator().manual_seed(seed)
     scores: dict[str, torch.Tensor] = {}
     for name in names:
-        module = model.get_submodule(name)
-        n = _out_channels(module)
         ctx = PruneContext(model, name, None, batches, generator)  # type: ignore[arg-type]
-        result = crit(module, ctx)
-        if not isinstance(result, torch.Tensor) or tuple(result.shape) != (n,):
-            shape = tuple(result.shape) if isinstance(result, torch.Tensor) else result
-            raise PruningError(
-                f"criterion {crit_name!r} returned {shape!r} for layer {name!r}: "
-                f"expected a tensor of shape ({n},)"
-            )
-        if not bool(torch.isfinite(result).all()):
-            raise PruningError(
-                f"criterion {crit_name!r} returned non-finite scores for layer {name!r}"
-            )
-        scores[name] = result.detach().to("cpu", torch.float64)
+        scores[name] = structured.checked_scores(crit_name, crit, model.get_submodule(name), ctx)
     return scores
 
 

@@ -203,22 +203,28 @@ def _score_layers(
     cache: dict[str, Any] = {}
     scores: dict[str, torch.Tensor] = {}
     for name in names:
-        module = model.get_submodule(name)
-        n = _out_channels(module)
         ctx = PruneContext(model, name, example_inputs, batches, generator, bn_after, cache)
-        result = crit(module, ctx)
-        if not isinstance(result, torch.Tensor) or tuple(result.shape) != (n,):
-            shape = tuple(result.shape) if isinstance(result, torch.Tensor) else result
-            raise PruningError(
-                f"criterion {crit_name!r} returned {shape!r} for layer {name!r}: "
-                f"expected a tensor of shape ({n},)"
-            )
-        if not bool(torch.isfinite(result).all()):
-            raise PruningError(
-                f"criterion {crit_name!r} returned non-finite scores for layer {name!r}"
-            )
-        scores[name] = result.detach().to("cpu", torch.float64)
+        scores[name] = checked_scores(crit_name, crit, model.get_submodule(name), ctx)
     return scores
+
+
+def checked_scores(
+    crit_name: str, crit: Criterion, module: nn.Module, ctx: PruneContext
+) -> torch.Tensor:
+    """One layer's scores from a criterion: one finite score per output channel (float64)."""
+    n = _out_channels(module)
+    result = crit(module, ctx)
+    if not isinstance(result, torch.Tensor) or tuple(result.shape) != (n,):
+        shape = tuple(result.shape) if isinstance(result, torch.Tensor) else result
+        raise PruningError(
+            f"criterion {crit_name!r} returned {shape!r} for layer {ctx.name!r}: "
+            f"expected a tensor of shape ({n},)"
+        )
+    if not bool(torch.isfinite(result).all()):
+        raise PruningError(
+            f"criterion {crit_name!r} returned non-finite scores for layer {ctx.name!r}"
+        )
+    return result.detach().to("cpu", torch.float64)
 
 
 def prune_structured(

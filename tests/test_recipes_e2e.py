@@ -96,6 +96,7 @@ def test_trainability_is_recorded(tiny_recipe, tmp_path):
     jsv = res.result["jsv"]
     assert jsv["mode"] == "eval" and jsv["dense"]["mean"] > 0 and jsv["pruned"]["mean"] > 0
     assert all("jsv_mean" in m for m in retrain)
+    assert jsv["calls"] == 2 + len(retrain) and jsv["seconds_per_call"] > 0
     row = prunebench.runs(tmp_path)[0]
     assert row["ta"] == pytest.approx(ta["test"])
     assert row["jsv_pruned"] == pytest.approx(jsv["pruned"]["mean"])

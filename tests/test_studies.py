@@ -96,3 +96,26 @@ def test_bad_study_input(study_file, tmp_path):
         expand_study(load_study(study_file), "gpu")
     with pytest.raises(RecipeError, match="backend"):
         run_study(study_file, tmp_path, preset="cpu", seeds=1, workers=2, backend="mpi")
+
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+@pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed (make data)")
+def test_trainability_study_end_to_end_reduced(tmp_path):
+    """The built-in MLP-7 study on a reduced size: JSV collapses after pruning, OrthP -> 1."""
+    overrides = ["data.train_subset=2000", "data.val_size=500", "pretrain.epochs=2",
+                 "retrain.epochs=2", "retrain.lr=0:0.01"]
+    manifest = run_study("trainability", tmp_path, preset="cpu", overrides=overrides)
+    assert manifest["complete"] and len(manifest["cells"]) == 8
+    results = {}
+    for c in manifest["cells"]:
+        r = json.loads((tmp_path / c["run"] / "result.json").read_text())
+        results[(c["row"], c["column"])] = r
+    for (row, _col), r in results.items():
+        jsv = r["jsv"]
+        if "OrthP" in row:
+            assert jsv["pruned"]["mean"] == pytest.approx(1.0, abs=1e-3)
+        else:
+            assert jsv["pruned"]["mean"] < jsv["dense"]["mean"]
+        assert r["ta"]["test"] is not None

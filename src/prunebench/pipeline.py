@@ -145,7 +145,7 @@ class _JSV:
         every = m.jsv_every
         if every is None:
             every = 1 if count_params(model) < 1_000_000 else 0
-        self.every, self.mode, self.seconds = every, m.jsv_mode, 0.0
+        self.every, self.mode, self.seconds, self.calls = every, m.jsv_mode, 0.0, 0
         n = min(m.jsv_samples, ctx.train_x.shape[0])
         idx = torch.randperm(ctx.train_x.shape[0], generator=torch.Generator().manual_seed(
             ctx.recipe.seed + 7))[:n]
@@ -165,6 +165,7 @@ class _JSV:
         t0 = time.perf_counter()
         stats = jsv(model, self.inputs, mode=self.mode).to_dict()
         self.seconds += time.perf_counter() - t0
+        self.calls += 1
         return stats
 
     def per_epoch(self, model: nn.Module, epoch: int) -> dict[str, Any]:
@@ -244,6 +245,8 @@ def _execute(ctx: Context, store: RunStore, stages: list[Stage], rdir: Path) -> 
         if meter.enabled:
             result["jsv"]["final"] = state.history[-1].get("jsv_mean") if state.history else None
             result["jsv"]["seconds"] = round(meter.seconds, 3)
+            result["jsv"]["calls"] = meter.calls
+            result["jsv"]["seconds_per_call"] = round(meter.seconds / max(meter.calls, 1), 4)
         final_info = state.history[-1] if state.history else final_info
     elif stages[0].kind == "pretrain" and history:
         result["best_val"] = _best_val(history)

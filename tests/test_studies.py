@@ -43,7 +43,8 @@ def study_file(tmp_path) -> Path:
 
 
 def test_builtin_studies_expand_and_validate():
-    assert {"lr-effect", "scratch-vs-inherit", "lr-catch-up", "trainability"} <= set(STUDIES)
+    assert {"lr-effect", "scratch-vs-inherit", "lr-catch-up", "trainability", "crossval"} <= set(
+        STUDIES)
     for name in STUDIES:
         spec = load_study(name)
         assert {"cpu", "paper"} <= set(spec.presets)
@@ -119,3 +120,24 @@ def test_trainability_study_end_to_end_reduced(tmp_path):
         else:
             assert jsv["pruned"]["mean"] < jsv["dense"]["mean"]
         assert r["ta"]["test"] is not None
+
+
+def test_crossval_study_gives_a_verdict(study_file, tmp_path):
+    import yaml
+
+    spec = dict(TINY_STUDY, name="tiny-crossval", analysis="crossval")
+    p = dict(spec["presets"]["cpu"])
+    p["rows"] = [{"label": "A: l1", "set": {"prune.method": "l1"}},
+                 {"label": "B: random", "set": {"prune.method": "random"}}]
+    p["columns"] = {"key": "retrain.lr", "values": ["0:0.01", "0:0.001"]}
+    spec["presets"] = {"cpu": p}
+    path = tmp_path / "cv.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    manifest = run_study(path, tmp_path / "runs", preset="cpu", seeds=2)
+    a = manifest["analysis"]
+    assert a["verdict"].startswith(("consistent winner", "inconsistent"))
+    assert len(a["table"]) == 4 and all(len(r["runs"]) == 2 for r in a["table"])
+    bad = dict(spec, presets={"cpu": dict(p, rows=p["rows"][:1])})
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(RecipeError, match="2 rows"):
+        load_study(path)

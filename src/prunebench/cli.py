@@ -262,6 +262,8 @@ def _study_outputs(out: Path, manifest: dict[str, Any], report: bool) -> None:
     from prunebench.report import study_summary, write_html_report
 
     console.print(study_summary(path))
+    if manifest.get("analysis"):
+        console.print(f"[bold]{manifest['analysis']['verdict']}[/bold]")
     if report:
         html = write_html_report(out, path)
         console.print(f"report: {html}")

@@ -110,7 +110,27 @@ def run_study(
         str(out), workers=workers, backend=backend, serial=serial,
     )
     assert ids == [c["run"] for c in manifest["cells"]]
+    if spec.analysis == "crossval":
+        manifest["analysis"] = _crossval(out, manifest)
     manifest["complete"] = True
     manifest["seconds"] = round(time.perf_counter() - t0, 3)
     io.write_json(path, manifest)
     return manifest
+
+
+def _crossval(out: str | os.PathLike[str], manifest: dict[str, Any]) -> dict[str, Any]:
+    """A+FT_A, B+FT_A, A+FT_B, B+FT_B from the 2 x 2 table: one method wins both, or not."""
+    from prunebench.compare.crossval import verdict
+
+    methods = dict(zip(manifest["rows"], ("A", "B"), strict=True))
+    fts = dict(zip(manifest["columns"]["labels"], ("FT_A", "FT_B"), strict=True))
+    acc: dict[tuple[str, str], list[float]] = {}
+    ids: dict[tuple[str, str], list[str]] = {}
+    for c in manifest["cells"]:
+        key = (methods[c["row"]], fts[c["column"]])
+        result = io.read_json(Path(out) / c["run"] / "result.json")
+        acc.setdefault(key, []).append(result["test_acc"])
+        ids.setdefault(key, []).append(c["run"])
+    specs = {"A": manifest["rows"][0], "B": manifest["rows"][1],
+             "FT_A": manifest["columns"]["labels"][0], "FT_B": manifest["columns"]["labels"][1]}
+    return verdict(acc, ids, specs)

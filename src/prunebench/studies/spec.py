@@ -21,7 +21,7 @@ overrides + seed), so cells that share their pretraining share one dense model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -70,7 +70,20 @@ class StudySpec(BaseModel):
     description: str = ""
     setup: str | None = None
     figures: list[str] = Field(default_factory=list)
+    analysis: Literal["crossval"] | None = Field(
+        None, description="crossval: rows are methods A and B, columns recipes FT_A and FT_B"
+    )
     presets: dict[str, Preset]
+
+    @model_validator(mode="after")
+    def _analysis(self) -> StudySpec:
+        if self.analysis == "crossval":
+            for name, p in self.presets.items():
+                if len(p.rows) != 2 or len(p.columns.values) != 2:
+                    raise ValueError(
+                        f"crossval preset {name!r} needs 2 rows (A, B) and 2 columns (FT_A, FT_B)"
+                    )
+        return self
 
     def preset(self, name: str) -> Preset:
         if name not in self.presets:

@@ -100,3 +100,15 @@ def test_trainability_is_recorded(tiny_recipe, tmp_path):
     row = prunebench.runs(tmp_path)[0]
     assert row["ta"] == pytest.approx(ta["test"])
     assert row["jsv_pruned"] == pytest.approx(jsv["pruned"]["mean"])
+
+
+def test_bf16_precision_runs_and_is_its_own_configuration(tiny_recipe, tmp_path):
+    fp32 = run(tiny_recipe, tmp_path)
+    bf16 = run(tiny_recipe, tmp_path, "precision=bf16")
+    assert bf16.id != fp32.id and bf16.status == "done"
+    assert bf16.result["stages"]["pretrain"] != fp32.result["stages"]["pretrain"]
+    from prunebench.compare.fingerprint import fingerprint
+
+    rows = {r["id"]: r for r in prunebench.runs(tmp_path)}
+    assert fingerprint(rows[bf16.id]).precision == "bf16"
+    assert fingerprint(rows[fp32.id]).precision == "fp32"

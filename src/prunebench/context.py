@@ -75,7 +75,8 @@ class Context:
             seed=self.recipe.seed * 1000 + offset,
             device=self.device,
         )
-        return Loaders(train_loader, self.loaders.val, self.loaders.test, self.loaders.num_classes)
+        return Loaders(train_loader, self.loaders.val, self.loaders.test,
+                       self.loaders.num_classes, self.recipe.precision)
 
 
 def prepare(recipe: Recipe, device: torch.device, reporter: Reporter | None = None) -> Context:
@@ -107,7 +108,7 @@ def prepare(recipe: Recipe, device: torch.device, reporter: Reporter | None = No
         recipe,
         device,
         ds,
-        Loaders(test_loader, val_loader, test_loader, ds.num_classes),
+        Loaders(test_loader, val_loader, test_loader, ds.num_classes, recipe.precision),
         example,
         (ds.in_channels, *ds.input_size),
         train_x,

@@ -45,6 +45,8 @@ def base_stage(recipe: Recipe, stop_at: int | None = None) -> Stage:
         "data": ident.get("data", {}),
         "model": ident.get("model", {}),
     }
+    if recipe.precision != "fp32":  # every stage downstream inherits it through the chain
+        base["precision"] = recipe.precision
     if recipe.base_model is not None:
         if not Path(recipe.base_model).is_file():
             raise RecipeError(f"base_model {recipe.base_model!r} is not a file")

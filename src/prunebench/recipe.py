@@ -205,6 +205,9 @@ class Recipe(_Cfg):
     prune: PruneCfg | None = Field(default_factory=PruneCfg)
     retrain: RetrainCfg | None = Field(default_factory=RetrainCfg)
     measure: MeasureCfg = Field(default_factory=MeasureCfg)
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: autocast matmuls/convs to bfloat16 (fast on GPUs)"
+    )
     plugins: list[str] = Field(
         default_factory=list,
         description="modules or .py files imported first (they register criteria, models...)",

@@ -7,6 +7,7 @@ are read once per epoch (no per-batch host sync).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class Loaders:
     val: Loader | None
     test: Loader
     num_classes: int
+    precision: str = "fp32"
 
 
 @dataclass
@@ -105,8 +107,17 @@ def make_optimizer(model: nn.Module, cfg: TrainCfg) -> torch.optim.SGD:
     )
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for ``precision == "bf16"`` (weights and optimiser stay fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Loader | None, num_classes: int) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, loader: Loader | None, num_classes: int, precision: str = "fp32"
+) -> dict[str, float]:
     """Top-1 (and top-5 when classes > 10) accuracy in percent and mean loss."""
     if loader is None or loader.num_samples == 0:
         return {}
@@ -120,7 +131,8 @@ def evaluate(model: nn.Module, loader: Loader | None, num_classes: int) -> dict[
         if first:
             correct, correct5, loss_sum = (t.to(x.device) for t in (correct, correct5, loss_sum))
             first = False
-        logits = model(x).float()
+        with autocast(x.device, precision):
+            logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         if num_classes > 10:
@@ -138,7 +150,7 @@ def evaluate_all(model: nn.Module, loaders: Loaders) -> dict[str, float]:
     """Validation and test metrics under the keys of a metrics line."""
     out: dict[str, float] = {}
     for split, loader in (("val", loaders.val), ("test", loaders.test)):
-        for k, v in evaluate(model, loader, loaders.num_classes).items():
+        for k, v in evaluate(model, loader, loaders.num_classes, loaders.precision).items():
             out[f"{split}_{k}"] = round(v, 4)
     return out
 
@@ -179,8 +191,9 @@ def train(
         loss_sum = correct = None
         seen = 0
         for x, y in loaders.train.epoch(epoch):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with autocast(x.device, loaders.precision):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if hooks is not None:

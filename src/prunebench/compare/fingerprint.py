@@ -24,7 +24,7 @@ from typing import Any
 from prunebench.compare.errors import CompareError
 from prunebench.recipe import recipe_hash
 
-PRECISION = "fp32"  # every run trains in fp32 for now
+PRECISION = "fp32"  # runs stored before the precision field trained in fp32
 
 #: recipe keys that never define a configuration (seed is the repeat axis)
 _NOT_CONFIG = ("name", "device", "plugins", "seed")
@@ -190,7 +190,7 @@ def fingerprint(
         momentum=float(retrain_cfg.get("momentum") or 0.0),
         nesterov=bool(retrain_cfg.get("nesterov", False)),
         augment=bool(data.get("augment", False)),
-        precision=PRECISION,
+        precision=recipe.get("precision") or PRECISION,
         total_epochs=int(epochs.get("total") or 0),
         total_train_macs=int(macs.get("total") or 0),
         seed=int(recipe.get("seed", 0)),

@@ -6,8 +6,6 @@ ops (:class:`prunebench.data.BatchLoader`); the test set is only ever evaluated.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,22 +118,6 @@ def prepare(recipe: Recipe, device: torch.device, reporter: Reporter | None = No
     return ctx
 
 
-
-
-@contextlib.contextmanager
-def flush_denormal() -> Iterator[None]:
-    """Flush subnormal floats to zero while a run executes, then restore the FP mode.
-
-    Pruned nets (e.g. a linear MLP whose Jacobian collapsed) push activations into the
-    subnormal range, where CPU arithmetic is ~50x slower. The mode is process-wide, so it
-    is switched back afterwards (a notebook or a test framework keeps its own).
-    """
-    was_on = (torch.tensor([1e-39]) * 1.0).item() == 0.0
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(was_on)
 
 
 def data_batches(ctx: Context, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

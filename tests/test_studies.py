@@ -48,9 +48,8 @@ def test_builtin_studies_expand_and_validate():
     for name in STUDIES:
         spec = load_study(name)
         assert {"cpu", "paper"} <= set(spec.presets)
-        for preset in spec.presets:
+        for preset, p in spec.tables():
             cells = expand_study(spec, preset)
-            p = spec.presets[preset]
             assert len(cells) == len(p.rows) * len(p.columns.values) * p.seeds
 
 
@@ -141,3 +140,23 @@ def test_crossval_study_gives_a_verdict(study_file, tmp_path):
     path.write_text(yaml.safe_dump(bad))
     with pytest.raises(RecipeError, match="2 rows"):
         load_study(path)
+
+
+def test_lr_effect_paper_preset_covers_tables_6_and_7():
+    spec = load_study("lr-effect")
+    assert spec.resolve("paper") == ["paper-resnet56", "paper-vgg19"]
+    models = {expand_study(spec, n)[0].recipe.model.name for n in spec.resolve("paper")}
+    assert models == {"resnet56", "vgg19"}
+    with pytest.raises(RecipeError, match="groups"):
+        expand_study(spec, "paper")
+
+
+@pytest.mark.parametrize(("ratio", "sparsity", "speedup"),
+                         [(0.1, 19.24, 1.23), (0.3, 51.01, 1.97), (0.5, 74.87, 3.60),
+                          (0.7, 90.98, 8.84)])
+def test_vgg19_columns_reproduce_table_7_sparsity(ratio, sparsity, speedup):
+    from prunebench.pruning.describe import describe
+
+    d = describe("vgg19", "cifar100", ratio, skip=["features.0"])
+    assert d["param_sparsity"] == pytest.approx(sparsity, abs=0.1)
+    assert d["speedup"] == pytest.approx(speedup, rel=0.02)

@@ -230,7 +230,7 @@ def study(
     backend: Annotated[str, typer.Option(help="serial | process | ray")] = "process",
 ) -> None:
     """Run a study (finished cells are skipped, interrupted ones resume) and report it."""
-    from prunebench.studies import STUDIES, run_study
+    from prunebench.studies import STUDIES, run_studies
 
     if name in ("list", "ls"):
         for n in STUDIES.names():
@@ -241,15 +241,16 @@ def study(
                        + ([f"--seeds {seeds}"] if seeds else [])
                        + [f"--set {s}" for s in set_ or []] + ["--out", str(out)])
     try:
-        manifest = run_study(name, out, preset=preset, seeds=seeds, overrides=set_,
-                             reporter=reporter, command=command, workers=workers,
-                             backend=backend if workers > 1 else "serial")
+        manifests = run_studies(name, out, preset=preset, seeds=seeds, overrides=set_,
+                                reporter=reporter, command=command, workers=workers,
+                                backend=backend if workers > 1 else "serial")
     except PrunebenchError as exc:
         _fail(exc)
     finally:
         if reporter is not None:
             reporter.close()
-    _study_outputs(out, manifest, report)
+    for manifest in manifests:
+        _study_outputs(out, manifest, report)
 
 
 def _study_outputs(out: Path, manifest: dict[str, Any], report: bool) -> None:

@@ -134,3 +134,15 @@ def _crossval(out: str | os.PathLike[str], manifest: dict[str, Any]) -> dict[str
     specs = {"A": manifest["rows"][0], "B": manifest["rows"][1],
              "FT_A": manifest["columns"]["labels"][0], "FT_B": manifest["columns"]["labels"][1]}
     return verdict(acc, ids, specs)
+
+
+def run_studies(
+    study: str | Path | StudySpec, out: str | os.PathLike[str] = "runs", *, preset: str = "cpu",
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Run a preset, or every member of a preset group; one manifest per table."""
+    spec = study if isinstance(study, StudySpec) else load_study(study)
+    names = spec.resolve(preset)
+    for name in names:  # validate every table before anything runs
+        expand_study(spec, name, seeds=kwargs.get("seeds"), overrides=kwargs.get("overrides"))
+    return [run_study(spec, out, preset=name, **kwargs) for name in names]

@@ -63,6 +63,15 @@ class Preset(BaseModel):
     note: str | None = None
 
 
+class PresetGroup(BaseModel):
+    """A preset that runs several others (e.g. ``paper``: ResNet-56/CIFAR-10 and
+    VGG-19/CIFAR-100), each with its own table and manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+    include: list[str] = Field(min_length=1)
+    note: str | None = None
+
+
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -73,23 +82,45 @@ class StudySpec(BaseModel):
     analysis: Literal["crossval"] | None = Field(
         None, description="crossval: rows are methods A and B, columns recipes FT_A and FT_B"
     )
-    presets: dict[str, Preset]
+    presets: dict[str, Preset | PresetGroup]
 
     @model_validator(mode="after")
     def _analysis(self) -> StudySpec:
+        for name, p in self.presets.items():
+            if isinstance(p, PresetGroup):
+                for sub in p.include:
+                    if not isinstance(self.presets.get(sub), Preset):
+                        raise ValueError(f"preset {name!r} includes {sub!r}, not a plain preset")
         if self.analysis == "crossval":
-            for name, p in self.presets.items():
+            for name, p in self.tables():
                 if len(p.rows) != 2 or len(p.columns.values) != 2:
                     raise ValueError(
                         f"crossval preset {name!r} needs 2 rows (A, B) and 2 columns (FT_A, FT_B)"
                     )
         return self
 
-    def preset(self, name: str) -> Preset:
+    def tables(self) -> list[tuple[str, Preset]]:
+        """The plain presets (each one table), by name."""
+        return [(n, p) for n, p in self.presets.items() if isinstance(p, Preset)]
+
+    def resolve(self, name: str) -> list[str]:
+        """The plain presets a preset name stands for (itself, or a group's members)."""
         if name not in self.presets:
             allowed = ", ".join(sorted(self.presets))
             raise RecipeError(f"study {self.name!r} has no preset {name!r}; presets: {allowed}")
-        return self.presets[name]
+        p = self.presets[name]
+        return list(p.include) if isinstance(p, PresetGroup) else [name]
+
+    def preset(self, name: str) -> Preset:
+        p = self.presets.get(name)
+        if isinstance(p, PresetGroup):
+            raise RecipeError(
+                f"preset {name!r} of study {self.name!r} groups {', '.join(p.include)}: "
+                "run it with run_studies (or the CLI), or name one of them"
+            )
+        self.resolve(name)
+        assert isinstance(p, Preset)
+        return p
 
 
 def load_study(name_or_path: str | Path) -> StudySpec:

@@ -59,3 +59,15 @@ def _depth_builder(cls: type[nn.Module], depth: int) -> ModelBuilder:
         return cls(depth, in_channels, num_classes)
 
     return build
+
+
+def init_conv_bn(model: nn.Module, mode: str = "fan_out") -> None:
+    """Kaiming-normal (ReLU) conv weights with zero biases, BatchNorm weight 1 and bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

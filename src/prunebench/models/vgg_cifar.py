@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prunebench.models.base import register_depths
+from prunebench.models.base import init_conv_bn, register_depths
 
 # fmt: off
 CFGS: dict[int, list[int | str]] = {
@@ -60,13 +60,9 @@ class CifarVGG(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        init_conv_bn(self, "fan_out")
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 

@@ -76,6 +76,15 @@ def test_scratch_e_and_b_budgets(tiny_recipe, tmp_path):
 def test_orthp_and_orth_reg(tiny_recipe, tmp_path):
     o = run(tiny_recipe, tmp_path, "retrain.init=orthp")
     assert o.result["retrain"]["init"] == "orthp"
+    # retraining starts from exact isometries (relu MLP: gain sqrt(2), so W W^T = 2 I)
+    start = o.result["isometry"]["start"]
+    assert set(start) == {"fc1", "fc2", "fc3"}
+    for layer in start.values():
+        assert layer["sv_min"] == pytest.approx(2**0.5, rel=1e-5)
+        assert layer["sv_max"] == pytest.approx(2**0.5, rel=1e-5)
+    inherit = run(tiny_recipe, tmp_path)
+    fc2 = inherit.result["isometry"]["start"]["fc2"]
+    assert fc2["sv_max"] / fc2["sv_min"] > 1.5
     r = run(tiny_recipe, tmp_path, "retrain.orth_reg=0.001")
     assert r.status == "done"
 

@@ -184,7 +184,7 @@ _PRUNE_LINE = ("val_acc", "test_acc", "params_pruned", "macs_pruned", "param_spa
 
 
 def _execute(ctx: Context, store: RunStore, stages: list[Stage], rdir: Path) -> dict[str, Any]:
-    from prunebench.trainability import trainability_accuracy
+    from prunebench.trainability import layer_isometry, trainability_accuracy
 
     t0 = time.perf_counter()
     recipe = ctx.recipe
@@ -225,6 +225,8 @@ def _execute(ctx: Context, store: RunStore, stages: list[Stage], rdir: Path) -> 
     if "retrain" in by_kind:
         hooks = prepare_retrain(ctx, model, masks)
         cfg = effective_retrain(ctx, dense_info, result.get("pruned"))
+        # per-layer isometry of the weights retraining starts from (after scratch / OrthP)
+        result["isometry"] = {"start": layer_isometry(model)}
         assert meter is not None
         if meter.enabled:
             result["jsv"] = {"mode": meter.mode, "method": meter.method, "dense": jsv_dense,
@@ -250,6 +252,7 @@ def _execute(ctx: Context, store: RunStore, stages: list[Stage], rdir: Path) -> 
             result["jsv"]["seconds"] = round(meter.seconds, 3)
             result["jsv"]["calls"] = meter.calls
             result["jsv"]["seconds_per_call"] = round(meter.seconds / max(meter.calls, 1), 4)
+        result["isometry"]["final"] = layer_isometry(model)
         final_info = state.history[-1] if state.history else final_info
     elif stages[0].kind == "pretrain" and history:
         result["best_val"] = _best_val(history)

@@ -133,3 +133,13 @@ def test_seeds_expand_to_a_seed_axis():
     assert [r["seed"] for _, r in cells] == [5, 6, 7, 5, 6, 7]
     with pytest.raises(RecipeError, match="seeds"):
         expand_grid({"seeds": 0})
+
+
+def test_every_example_recipe_validates():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    files = sorted(root.glob("*.yaml"))
+    assert len(files) >= 3
+    for f in files:
+        assert load_recipes(f)

@@ -258,3 +258,29 @@ def test_crossval_real_runs(store):
     bad = invoke("crossval", "--a", "method", "--ft-a", "x=1", "--b", "method=l1",
                  "--ft-b", "lr=0:0.1", "--base", str(TINY), "--out", str(out))
     assert bad.exit_code == 2
+
+
+def test_card_for_a_whole_study(tmp_path):
+    import yaml
+
+    from prunebench.compare.card import expand_study_ids, write_card
+    from prunebench.studies import run_study
+
+    spec = {
+        "name": "card-study",
+        "presets": {"cpu": {
+            "base": yaml.safe_load(TINY.read_text()),
+            "columns": {"key": "retrain.lr", "values": ["0:0.01", "0:0.001"]},
+            "rows": [{"label": "l1", "set": {"prune.method": "l1"}}],
+        }},
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "runs"
+    manifest = run_study(path, out, preset="cpu")
+    ids = [c["run"] for c in manifest["cells"]]
+    assert expand_study_ids(["card-study"], out) == ids
+    assert expand_study_ids(["card-study-cpu", ids[0]], out) == ids
+    md, js = write_card(["card-study"], out)
+    text = md.read_text()
+    assert all(i in text for i in ids) and js.is_file()

@@ -11,6 +11,7 @@ reuse it for their cards.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -204,14 +205,33 @@ def render_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def expand_study_ids(names: list[str], out: str | os.PathLike[str] = "runs") -> list[str]:
+    """Run ids, with any study name (``lr-effect`` or ``lr-effect-cpu``, a manifest in
+    ``<out>/studies/``) replaced by the runs of its cells, in table order."""
+    studies = Path(out) / "studies"
+    ids: list[str] = []
+    for name in names:
+        manifests = sorted(studies.glob(f"{name}.json")) or sorted(studies.glob(f"{name}-*.json"))
+        if not manifests:
+            if name not in ids:
+                ids.append(name)
+            continue
+        for m in manifests:
+            for cell in json.loads(m.read_text())["cells"]:
+                if cell["run"] not in ids:
+                    ids.append(cell["run"])
+    return ids
+
+
 def write_card(
     run_ids: list[str],
     out: str | os.PathLike[str] = "runs",
     path: str | os.PathLike[str] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``card.md`` and ``card.json`` (next to it); returns both paths. Default place:
-    ``<out>/<id>/card.md`` for one run, ``<out>/cards/<hash>.md`` for several."""
-    card = build_card(run_ids, out)
+    ``<out>/<id>/card.md`` for one run, ``<out>/cards/<hash>.md`` for several. A study name
+    stands for all its runs."""
+    card = build_card(expand_study_ids(run_ids, out), out)
     ids = [e["id"] for e in card["runs"]]
     if path is None:
         md = (Path(out) / ids[0] / "card.md" if len(ids) == 1

@@ -179,13 +179,15 @@ def crossval_cmd(
 
 
 def card_cmd(
-    run_ids: Annotated[list[str], typer.Argument(help="run ids (one card for all of them)")],
+    run_ids: Annotated[
+        list[str], typer.Argument(help="run ids or study names (one card for all of them)")
+    ],
     out: OutOpt = Path("runs"),
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Markdown file (JSON goes next to it)")
     ] = None,
 ) -> None:
-    """Write a citable benchmark card (Markdown + JSON) for one or more runs."""
+    """Write a citable benchmark card (Markdown + JSON) for runs or a whole study."""
     from prunebench.compare.card import write_card
 
     try:

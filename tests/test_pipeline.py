@@ -155,3 +155,35 @@ def test_index_is_rebuilt_when_lost(tiny_recipe, tmp_path):
     (tmp_path / "index.sqlite").unlink()
     rows = prunebench.runs(tmp_path)
     assert [r["id"] for r in rows] == [res.id] and rows[0]["status"] == "done"
+
+
+def test_sigkill_mid_run_then_resume_gives_the_same_result(tiny_recipe, tmp_path):
+    """Kill -9 while training (no cleanup runs at all), rerun: same numbers, nothing lost."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    overrides = ["pretrain.epochs=40", "retrain.epochs=3"]
+    ref = prunebench.run(tiny_recipe, out=tmp_path / "ref", overrides=overrides)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "prunebench.cli", "run", str(tiny_recipe), "--out", str(out),
+           "--quiet"] + [a for o in overrides for a in ("--set", o)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stage_metrics = None
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        found = list(out.glob("stages/pretrain-*/metrics.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 5:
+            stage_metrics = found[0]
+            break
+        time.sleep(0.05)
+    assert stage_metrics is not None, "training never started"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(stage_metrics.read_text().splitlines())
+    assert done_before < 40 and not (out / ref.id / "result.json").exists()
+    res = prunebench.run(tiny_recipe, out=out, overrides=overrides)
+    assert strip_timing(res.metrics()) == strip_timing(ref.metrics())
+    assert res.test_acc == ref.test_acc

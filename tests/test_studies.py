@@ -62,6 +62,11 @@ def test_grid_reuses_shared_pretraining(study_file, tmp_path):
     assert len(manifest["pretrain_stages"]) == 2
     # one pruned model per (ratio, seed): the two LR rows share it
     assert len(list((out / "stages").glob("prune-*"))) == 2 * 2
+    # the dense reference per seed reuses the cells' pretraining stage
+    assert set(manifest["dense_runs"]) == {"0", "1"}
+    for rid in manifest["dense_runs"].values():
+        ref = json.loads((out / rid / "result.json").read_text())
+        assert ref["stages"]["pretrain"] in manifest["pretrain_stages"] and "pruned" not in ref
     saved = json.loads((out / "studies" / "tiny-study-cpu.json").read_text())
     assert saved["cells"] == manifest["cells"]
     for cell in manifest["cells"]:
@@ -160,3 +165,25 @@ def test_vgg19_columns_reproduce_table_7_sparsity(ratio, sparsity, speedup):
     d = describe("vgg19", "cifar100", ratio, skip=["features.0"])
     assert d["param_sparsity"] == pytest.approx(sparsity, abs=0.1)
     assert d["speedup"] == pytest.approx(speedup, rel=0.02)
+
+
+def test_pxfy_dense_reference_is_the_full_dense_run(tmp_path):
+    """A PxFy cell's own dense model is the run cut at epoch x; the study's reference is not."""
+    import yaml
+
+    from prunebench.report.data import load_study_data
+
+    spec = dict(TINY_STUDY, name="tiny-pxfy")
+    p = dict(spec["presets"]["cpu"], seeds=1)
+    p["rows"] = [{"label": "P1F1", "set": {"prune.at_epoch": 1, "retrain.epochs": 1}}]
+    spec["presets"] = {"cpu": p}
+    path = tmp_path / "pxfy.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "runs"
+    manifest = run_study(path, out, preset="cpu")
+    full = json.loads((out / manifest["dense_runs"]["0"] / "result.json").read_text())
+    assert full["dense"]["epochs"] == 2
+    data = load_study_data(out / "studies" / "tiny-pxfy-cpu.json")
+    for cell in data.cells:
+        assert cell.run.result["dense"]["epochs"] == 1
+        assert cell.run.dense_acc == full["test_acc"]

@@ -31,6 +31,8 @@ class RunData:
     recipe: dict[str, Any]
     result: dict[str, Any]
     metrics: list[dict[str, Any]]
+    #: the study's full-length dense run of this seed (manifest ``dense_runs``), if any
+    reference_dense: float | None = None
 
     @property
     def test_acc(self) -> float | None:
@@ -39,6 +41,11 @@ class RunData:
 
     @property
     def dense_acc(self) -> float | None:
+        """The dense model to compare with: the study's full-length dense run of this seed
+        when the manifest names one (PxFy runs start from a dense run cut at epoch x),
+        else the run's own base model."""
+        if self.reference_dense is not None:
+            return self.reference_dense
         return _num((self.result.get("dense") or {}).get("test_acc"))
 
     @property
@@ -307,4 +314,12 @@ def load_study_data(manifest: str | Path, store: str | Path | None = None) -> St
                 loaded[rid] = None
         cells.append(CellData(str(c.get("row")), str(c.get("column")), c.get("value"),
                               int(c.get("seed", 0)), rid, loaded[rid]))
+    refs: dict[int, float] = {}
+    for seed, rid in (m.get("dense_runs") or {}).items():
+        res = rs.result(str(rid)) or {}
+        if _num(res.get("test_acc")) is not None:
+            refs[int(seed)] = float(res["test_acc"])
+    for c in cells:
+        if c.run is not None and c.seed in refs:
+            c.run.reference_dense = refs[c.seed]
     return StudyData(path, m, cells)

@@ -126,7 +126,8 @@ def dense_diff_table(study: StudyData) -> ReportTable:
         "dense_diff",
         f"{study.title} [{study.preset}]: difference to the dense model (points)",
         caption(study, "cells: mean ± std over seeds of final-epoch accuracy minus the "
-                       "accuracy of the run's own dense model"),
+                       "dense model's (the study's full-length dense run of the same seed, "
+                       "else the run's own base model)"),
         list(study.columns), study=study.name, preset=study.preset,
     )
 

@@ -52,6 +52,23 @@ def expand_study(
     return cells
 
 
+def dense_recipes(
+    spec: StudySpec, preset: str, *, seeds: int | None = None, overrides: list[str] | None = None
+) -> dict[int, Recipe]:
+    """Per seed, the study's full-length dense model as a run of its own (no prune, no
+    retrain): the reference for "difference to dense". Where the cells share pretraining it
+    reuses their stage; PxFy cells start from dense runs cut at epoch x, so it is needed."""
+    p = spec.preset(preset)
+    n_seeds = seeds if seeds is not None else p.seeds
+    base_seed = p.base.get("seed", 0)
+    out = {}
+    for seed in range(base_seed, base_seed + n_seeds):
+        raw = apply_overrides({**p.base, "seed": seed}, overrides)
+        raw["prune"], raw["retrain"] = None, None
+        out[seed] = build_recipe(raw, source=f"study {spec.name} dense reference")
+    return out
+
+
 def manifest_path(out: str | os.PathLike[str], spec: StudySpec, preset: str) -> Path:
     return Path(out) / "studies" / f"{spec.name}-{preset}.json"
 
@@ -74,6 +91,7 @@ def run_study(
     """
     spec = study if isinstance(study, StudySpec) else load_study(study)
     cells = expand_study(spec, preset, seeds=seeds, overrides=overrides)
+    dense = dense_recipes(spec, preset, seeds=seeds, overrides=overrides)
     p = spec.preset(preset)
     t0 = time.perf_counter()
     manifest: dict[str, Any] = {
@@ -90,6 +108,7 @@ def run_study(
         "seeds": seeds if seeds is not None else p.seeds,
         "command": command or f"prunebench study {spec.name} --preset {preset}",
         "pretrain_stages": sorted({plan(c.recipe)[0].key for c in cells}),
+        "dense_runs": {str(seed): plan(r)[-1].key for seed, r in dense.items()},
         "cells": [],
     }
     path = manifest_path(out, spec, preset)
@@ -100,16 +119,18 @@ def run_study(
                                   "seed": cell.seed, "run": plan(cell.recipe)[-1].key})
     io.write_json(path, {**manifest, "complete": False})
 
+    recipes = [*(c.recipe for c in cells), *dense.values()]
+
     def serial(i: int) -> str:
-        res: RunResult = run(cells[i].recipe, out, reporter=reporter)
+        res: RunResult = run(recipes[i], out, reporter=reporter)
         return res.id
 
     ids = run_cells(
-        [c.recipe.model_dump(mode="json") for c in cells],
-        [plan(c.recipe)[0].key for c in cells],
+        [r.model_dump(mode="json") for r in recipes],
+        [plan(r)[0].key for r in recipes],
         str(out), workers=workers, backend=backend, serial=serial,
     )
-    assert ids == [c["run"] for c in manifest["cells"]]
+    assert ids[: len(cells)] == [c["run"] for c in manifest["cells"]]
     if spec.analysis == "crossval":
         manifest["analysis"] = _crossval(out, manifest)
     manifest["complete"] = True

@@ -82,19 +82,15 @@ def results_table(rows: list[dict[str, Any]], title: str = "Results") -> Table:
 
 
 def runs_table(runs: list[dict[str, Any]]) -> Table:
-    t = Table(title="Runs")
-    for col in ("id", "status", "model", "dataset", "method", "ratio", "test acc"):
-        t.add_column(col, justify="right" if col == "test acc" else "left")
+    t = Table(title="Runs", caption="test acc: final epoch; TA: trainability accuracy")
+    numeric = ("test acc", "TA", "speedup")
+    for col in ("id", "status", "model", "dataset", "method", "ratio", *numeric):
+        t.add_column(col, justify="right" if col in numeric else "left")
     for r in runs:
-        t.add_row(
-            r["id"],
-            r["status"],
-            r["model"] or "-",
-            r["dataset"] or "-",
-            r["method"] or "-",
-            r["ratio"] or "-",
-            _pct(r["test_acc"]),
-        )
+        speedup = r.get("speedup")
+        t.add_row(r["id"], r["status"], r["model"] or "-", r["dataset"] or "-",
+                  r["method"] or "-", r["ratio"] or "-", _pct(r["test_acc"]),
+                  _pct(r.get("ta")), "-" if speedup is None else f"{speedup:.2f}x")
     return t
 
 

@@ -144,3 +144,15 @@ def test_describe_gives_the_paper_numbers(ratio, sparsity, speedup):
 def test_describe_bad_pattern_exits_2():
     res = invoke("describe", "resnet56", "--prune", "*layr*:0.5")
     assert res.exit_code == 2 and "layr" in res.output
+
+
+def test_run_with_a_calibration_grid_prints_the_choice(tiny_recipe, tmp_path):
+    import yaml
+
+    raw = yaml.safe_load(tiny_recipe.read_text())
+    raw["retrain"]["calibrate"] = {"lrs": [0.01, 0.001], "schedule": "step", "metric": "val"}
+    path = tmp_path / "cal.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    res = invoke("run", str(path), "--out", str(tmp_path / "runs"), "--quiet")
+    assert res.exit_code == 0, res.output
+    assert "chosen LR" in res.output and "test never used" in res.output

@@ -106,6 +106,13 @@ def run(
         )
         return
     console.print(results_table(result_rows(items), title=f"Results ({recipe})"))
+    from prunebench.compare.calibrate import calibrate, calibration_requested
+
+    if calibration_requested(recipe, set_):  # finished runs: this only reads the store
+        from prunebench.compare.cli import _print_calibration
+
+        _print_calibration(calibrate(recipe, out, overrides=set_, device=device,
+                                     data_dir=data_dir))
     console.print(f"runs stored in {out}/ (prunebench runs --out {out})")
 
 

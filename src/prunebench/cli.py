@@ -261,7 +261,9 @@ def study(
 
 
 def _study_outputs(out: Path, manifest: dict[str, Any], report: bool) -> None:
-    path = out / "studies" / f"{manifest['study']}-{manifest['preset']}.json"
+    from prunebench.studies import manifest_path
+
+    path = manifest_path(out, manifest["study"], manifest["preset"])
     store = RunStore(out)
     items = [({"variant": f"{c['row']} / {c['column']}" + (f" / seed {c['seed']}"
                if manifest["seeds"] > 1 else "")}, store.run_result(c["run"]))

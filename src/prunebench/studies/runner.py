@@ -69,8 +69,9 @@ def dense_recipes(
     return out
 
 
-def manifest_path(out: str | os.PathLike[str], spec: StudySpec, preset: str) -> Path:
-    return Path(out) / "studies" / f"{spec.name}-{preset}.json"
+def manifest_path(out: str | os.PathLike[str], study: str, preset: str) -> Path:
+    """Where a study preset's manifest lives in a run store."""
+    return Path(out) / "studies" / f"{study}-{preset}.json"
 
 
 def run_study(
@@ -93,6 +94,8 @@ def run_study(
     cells = expand_study(spec, preset, seeds=seeds, overrides=overrides)
     dense = dense_recipes(spec, preset, seeds=seeds, overrides=overrides)
     p = spec.preset(preset)
+    recipes = [*(c.recipe for c in cells), *dense.values()]
+    chains = [plan(r) for r in recipes]  # stage keys, once per recipe (hashes a base file)
     t0 = time.perf_counter()
     manifest: dict[str, Any] = {
         "study": spec.name,
@@ -107,19 +110,18 @@ def run_study(
                     "values": p.columns.values},
         "seeds": seeds if seeds is not None else p.seeds,
         "command": command or f"prunebench study {spec.name} --preset {preset}",
-        "pretrain_stages": sorted({plan(c.recipe)[0].key for c in cells}),
-        "dense_runs": {str(seed): plan(r)[-1].key for seed, r in dense.items()},
+        "pretrain_stages": sorted({chain[0].key for chain in chains[: len(cells)]}),
+        "dense_runs": {str(seed): chain[-1].key
+                       for seed, chain in zip(dense, chains[len(cells):], strict=True)},
         "cells": [],
     }
-    path = manifest_path(out, spec, preset)
+    path = manifest_path(out, spec.name, preset)
     # run ids are content keys, known before anything runs: the manifest is written first,
     # so a killed study still maps every cell to the run that will hold it
-    for cell in cells:
+    for cell, chain in zip(cells, chains, strict=False):
         manifest["cells"].append({"row": cell.row, "column": cell.column, "value": cell.value,
-                                  "seed": cell.seed, "run": plan(cell.recipe)[-1].key})
+                                  "seed": cell.seed, "run": chain[-1].key})
     io.write_json(path, {**manifest, "complete": False})
-
-    recipes = [*(c.recipe for c in cells), *dense.values()]
 
     def serial(i: int) -> str:
         res: RunResult = run(recipes[i], out, reporter=reporter)
@@ -127,7 +129,7 @@ def run_study(
 
     ids = run_cells(
         [r.model_dump(mode="json") for r in recipes],
-        [plan(r)[0].key for r in recipes],
+        [chain[0].key for chain in chains],
         str(out), workers=workers, backend=backend, serial=serial,
     )
     assert ids[: len(cells)] == [c["run"] for c in manifest["cells"]]

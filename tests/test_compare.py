@@ -66,7 +66,11 @@ def test_fingerprint_from_a_real_run(store):
     assert (f.retrain_epochs, f.retrain_lr) == (2, "0:0.01,1:0.001")
     assert (f.prune_schedule, f.prune_epochs, f.prune_lr) == ("oneshot", 0, "-")
     assert f.total_epochs == 5 and f.total_train_macs == res["train_macs"]["total"]
-    assert (f.batch_size, f.weight_decay, f.augment, f.precision) == (64, 5e-4, False, "fp32")
+    recipe = dict(f.recipe)
+    assert (recipe["data.batch_size"], recipe["data.augment"], recipe["precision"]) == (
+        "64", "false", "fp32")
+    assert {e.weight_decay for e in f.trajectory} == {5e-4} and len(f.trajectory) == 5
+    assert f.granularity == "filter" and f.inherits and f.pruned_at is None
     assert f.seed == 0 and not f.calibrated and f.test_acc == res["test_acc"]
 
 

@@ -30,7 +30,7 @@ def test_global_scheme_and_targets(tiny_recipe, tmp_path):
 @pytest.mark.parametrize("schedule", ["greg", "tpp"])
 def test_regularised_schedules_record_their_phase(tiny_recipe, tmp_path, schedule):
     res = run(tiny_recipe, tmp_path, f"prune.schedule={schedule}", "prune.epochs=2",
-              "prune.lr=0:0.01", "prune.reg_granularity=0.01", "prune.update_interval=1")
+              "prune.lr=0:0.01", "prune.reg_granularity=0.1", "prune.update_interval=1")
     p = res.result["pruned"]
     assert p["schedule"] == schedule and p["epochs"] == 2 and p["lr"] == "0:0.01"
     assert res.result["epochs"]["prune"] == 2 and res.result["train_macs"]["prune"] > 0
@@ -63,12 +63,16 @@ def test_lottery_ticket_rounds(tiny_recipe, tmp_path):
 
 
 def test_scratch_e_and_b_budgets(tiny_recipe, tmp_path):
+    # Scratch-E: the dense model's epochs K1 (= 3), not K1 + K2; its budget excludes them
     e = run(tiny_recipe, tmp_path, "retrain.init=scratch", "retrain.budget=E")
-    assert e.result["retrain"]["epochs"] == 3 + 2 and e.result["epochs"]["retrain"] == 5
+    assert e.result["retrain"]["epochs"] == 3 and e.result["epochs"]["retrain"] == 3
+    assert e.result["epochs"]["pretrain"] == 0 and e.result["epochs"]["total"] == 3
     b = run(tiny_recipe, tmp_path, "retrain.init=scratch", "retrain.budget=B")
     p = b.result["pruned"]
-    expected = round(3 * p["macs_dense"] / p["macs_pruned"] + 2)
+    expected = round(3 * p["macs_dense"] / p["macs_pruned"])
     assert b.result["retrain"]["epochs"] == expected
+    t = run(tiny_recipe, tmp_path, "retrain.init=scratch", "retrain.budget=total_flops")
+    assert t.result["retrain"]["epochs"] == round(3 * p["macs_dense"] / p["macs_pruned"] + 2)
     assert b.result["train_macs"]["total"] == sum(
         v for k, v in b.result["train_macs"].items() if k != "total")
 
@@ -119,5 +123,5 @@ def test_bf16_precision_runs_and_is_its_own_configuration(tiny_recipe, tmp_path)
     from prunebench.compare.fingerprint import fingerprint
 
     rows = {r["id"]: r for r in prunebench.runs(tmp_path)}
-    assert fingerprint(rows[bf16.id]).precision == "bf16"
-    assert fingerprint(rows[fp32.id]).precision == "fp32"
+    assert dict(fingerprint(rows[bf16.id]).recipe)["precision"] == "bf16"
+    assert dict(fingerprint(rows[fp32.id]).recipe)["precision"] == "fp32"

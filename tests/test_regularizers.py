@@ -20,6 +20,8 @@ from prunebench.pruning.regularizers import (
     precomputed_criterion,
     remove_selected,
     select_filters,
+    steps_needed,
+    steps_to_ceiling,
 )
 from prunebench.pruning.structured import prunable_layers, prune_structured
 
@@ -166,6 +168,22 @@ def test_lambda_schedule_grows_caps_and_finishes():
     assert {"greg": GReg, "tpp": TPP} == REGULARIZERS
 
 
+def test_steps_to_ceiling_and_steps_needed_match_the_hook():
+    model = _mlp()
+    sel = select_filters(model, MLP_RATIOS, "l1", MLP_X)
+    for knobs in ({"reg_granularity": 0.25, "update_interval": 3},
+                  {"reg_granularity": 0.3, "update_interval": 2, "reg_ceiling": 1.0},
+                  {"reg_granularity": 1e-4, "update_interval": 5}):
+        hook = GReg(model, sel, **knobs)
+        c = steps_to_ceiling(knobs["reg_granularity"], knobs["update_interval"],
+                             knobs.get("reg_ceiling", 1.0))
+        assert c == hook.steps_to_ceiling()
+        assert hook.lam_at(c) == hook.reg_ceiling and hook.lam_at(c - 1) < hook.reg_ceiling
+    # growth (12 steps), the first step at the ceiling, then the stabilisation interval
+    assert steps_needed(0.25, 3, 1.0) == 13
+    assert steps_needed(0.25, 3, 1.0, stabilize_interval=40) == 53
+
+
 # --------------------------------------------------------------------------- gradients
 
 
@@ -192,7 +210,8 @@ def _check_hook_grad_is_penalty_grad(model: nn.Module, hook: GReg, step: int) ->
 def test_greg_penalises_only_pruned_filters_and_their_bn(resnet_case):
     model, _, sel = resnet_case
     model = copy.deepcopy(model).double()
-    hook = GReg(model, sel, reg_granularity=0.1, update_interval=1)
+    hook = GReg(model, sel, reg_granularity=0.1, update_interval=1,
+                penalize_bias=True, penalize_bn=True)
     _check_hook_grad_is_penalty_grad(model, hook, step=4)
     before = _random_grads(model, 2)
     hook.after_backward(model, 4)
@@ -218,6 +237,33 @@ def test_greg_penalises_only_pruned_filters_and_their_bn(resnet_case):
     hook.after_backward(model, 4)
     assert params["layer1.0.conv1.weight"].grad is not None
     assert params["fc.weight"].grad is None
+
+
+def test_greg_leaves_bias_and_bn_alone_unless_asked(resnet_case):
+    """The authors' GReg penalises only the conv/linear weights of the pruned filters."""
+    model, _, sel = resnet_case
+    model = copy.deepcopy(model).double()
+    hook = GReg(model, sel, reg_granularity=0.1, update_interval=1)
+    assert (hook.penalize_bias, hook.penalize_bn) == (False, False)
+    _check_hook_grad_is_penalty_grad(model, hook, step=4)
+    before = _random_grads(model, 2)
+    hook.after_backward(model, 4)
+    params = dict(model.named_parameters())
+    weights = {f"{name}.weight" for name in sel.pruned}
+    for pname, p in params.items():
+        if pname in weights:
+            assert not torch.equal(p.grad, before[pname]), pname
+        else:  # every BN gamma/beta and bias: bit for bit untouched
+            assert torch.equal(p.grad, before[pname]), pname
+    # An MLP (biases, no BN): the bias term is opt-in too.
+    mlp = _mlp().double()
+    msel = select_filters(mlp, MLP_RATIOS, "l1", MLP_X.double())
+    for flag in (False, True):
+        h = GReg(mlp, msel, reg_granularity=0.1, update_interval=1, penalize_bias=flag)
+        before = _random_grads(mlp, 4)
+        h.after_backward(mlp, 3)
+        bias = mlp.get_submodule("fc1").bias
+        assert torch.equal(bias.grad, before["fc1.bias"]) is not flag
 
 
 @pytest.mark.parametrize("which", ["mlp", "resnet"])
@@ -281,7 +327,8 @@ def test_greg_penalty_alone_zeroes_pruned_and_leaves_kept_exactly(resnet_case):
     model, _, sel = resnet_case
     model = copy.deepcopy(model)
     dense = copy.deepcopy(model)
-    hook = GReg(model, sel, reg_granularity=0.1, update_interval=1)
+    hook = GReg(model, sel, reg_granularity=0.1, update_interval=1,
+                penalize_bias=True, penalize_bn=True)
     _penalty_only_sgd(model, hook, steps=100, lr=0.1)
     before, after = _norms(dense, sel), _norms(model, sel)
     for name in sel.pruned:
@@ -387,7 +434,9 @@ def test_removal_after_schedule_is_nearly_lossless(cls, resnet_case):
         one_shot_diff = (one_shot(RES_X) - dense(RES_X)).abs().max().item()
 
     model = copy.deepcopy(dense).train()
-    hook = cls(model, sel, reg_granularity=0.1, update_interval=1)
+    # BN gamma/beta must go too for a near-lossless removal (opt-in for GReg).
+    hook = cls(model, sel, reg_granularity=0.1, update_interval=1,
+               penalize_bias=True, penalize_bn=True)
     lr = 0.1 if cls is GReg else 0.005  # TPP's Gram term wants a small LR on big filters
     steps = 60 if cls is GReg else 150
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)

@@ -20,6 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 from prunebench.cli import app
+from prunebench.compare.fingerprint import fingerprint
+from prunebench.compare.setups import group_satisfied, satisfied_setups, setup_label
 from prunebench.report import (
     ReportError,
     load_studies,
@@ -31,7 +33,8 @@ from prunebench.report import (
 from prunebench.report.data import data_label, load_study_data
 from prunebench.report.figures import write_figures
 from prunebench.report.paper import paper_tables
-from prunebench.report.tables import accuracy_table, ta_table
+from prunebench.report.tables import accuracy_table, setup_table, ta_table
+from prunebench.store import RunStore
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_study.yaml"
 ROWS = ["L1, step, LR 0.01", "L1, step, LR 0.001", "Scratch (step)"]
@@ -54,12 +57,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _variant_copy(store: tuple[Path, Path], tmp: Path, study: str | None = None,
-                  renames: dict[str, str] | None = None) -> Path:
-    """A copy of the fixture manifest (study renamed, row labels renamed) in tmp/studies/."""
+                  renames: dict[str, str] | None = None, setup: str | None = None) -> Path:
+    """A copy of the fixture manifest (study renamed, row labels renamed, declared setup
+    changed) in tmp/studies/."""
     m = json.loads(store[1].read_text())
     renames = renames or {}
     if study:
         m["study"] = study
+    if setup:
+        m["setup"] = setup
     m["rows"] = [renames.get(r, r) for r in m["rows"]]
     for c in m["cells"]:
         c["row"] = renames.get(c["row"], c["row"])
@@ -340,3 +346,137 @@ def test_incomplete_study_reports_what_exists(store, tmp_path):
     cell = t.rows[ROWS.index("Scratch (step)")].cells[1]
     assert cell.n == 1 and cell.text.endswith("(n=1)")
     assert "1 cell run(s) missing" in t.caption
+
+
+# -- setups: computed from the runs, the declaration beside them ---------------------------
+
+def _hand_setups(store: tuple[Path, Path]) -> tuple[dict[str, list[str]],
+                                                    dict[tuple[str, str], list[str]]]:
+    """Per column the setups every row meets (each seed's group, intersected over seeds) and
+    per (row, column) those shared with the first row, straight from the store."""
+    m = json.loads(store[1].read_text())
+    rs = RunStore(store[0])
+    fps = {(c["row"], c["column"], c["seed"]): fingerprint(rs.load(c["run"]))
+           for c in m["cells"]}
+    seeds = sorted({k[2] for k in fps})
+    cols: dict[str, list[str]] = {}
+    rows: dict[tuple[str, str], list[str]] = {}
+    for col in COLS:
+        sets = [set(group_satisfied([fps[(r, col, s)] for r in ROWS])) for s in seeds]
+        cols[col] = sorted(set.intersection(*sets))
+        for r in ROWS[1:]:
+            rows[(r, col)] = sorted(set.intersection(*[set(satisfied_setups(
+                fps[(ROWS[0], col, s)], fps[(r, col, s)])) for s in seeds]))
+    return cols, rows
+
+
+def test_declared_setup_not_met_is_flagged(store, tmp_path):
+    """The study declares S4.2, but two rows differ in the retraining LR: every output
+    shows the setup the runs share (computed) with "declared S4.2: not met" beside it."""
+    path = _variant_copy(store, tmp_path, setup="S4.2")
+    s = load_study_data(path, store[0])
+    hand_cols, hand_rows = _hand_setups(store)
+    for col, check in s.column_setups().items():
+        assert sorted(check.computed) == hand_cols[col]  # seed-matched, intersected
+        assert "S4.2" not in check.computed and check.met is False and check.flagged
+        assert check.text == f"computed {setup_label(check.computed)} (declared S4.2: not met)"
+        assert check.seeds == [0, 1] and not check.skipped
+    for (row, col), check in s.row_setups().items():
+        if row == ROWS[0]:
+            assert check.reference and check.text == "reference"
+        else:
+            assert sorted(check.computed) == hand_rows[(row, col)]
+    flag = "(declared S4.2: not met)"
+    assert flag in s.setup_summary() and s.setup_flagged
+    assert flag in accuracy_table(s).caption
+    t = setup_table(s)
+    assert t.rows[-1].label == "all rows" and all(flag in c.text for c in t.rows[-1].cells)
+    studies = [s]
+    assert flag in render(studies, "md") and "S4.2: not met" in render(studies, "terminal")
+    assert flag in render(studies, "latex")
+    rows = list(csv.DictReader(io.StringIO(render(studies, "csv"))))
+    assert any(r["table"] == "setups" and r["variant"] == "all rows" and flag in r["text"]
+               for r in rows)
+    page = write_report(path, "html", tmp_path / "report.html", store=store[0]).read_text()
+    assert "badge bad" in page and 'class="bad"' in page and "declared S4.2: not met" in page
+
+
+def test_met_setup_is_shown_as_computed(store, tmp_path):
+    """A declaration the runs meet (S2: the rows share data, network, rate, base model) is
+    shown as computed, "met", and not flagged."""
+    s = load_study_data(_variant_copy(store, tmp_path, setup="S2"), store[0])
+    for check in s.column_setups().values():
+        assert "S2" in check.computed and check.met is True and not check.flagged
+        assert check.text.startswith("computed ") and check.text.endswith("(declared S2: met)")
+    assert "not met" not in s.setup_summary() and "(declared S2: met)" in s.setup_summary()
+    md = render([s], "md")
+    assert "(declared S2: met)" in md and "not met" not in md
+
+
+def test_row_label_claims_are_checked(store, tmp_path):
+    """A row label's "(S4.2)" is a claim: checked against the first row of its column."""
+    path = _variant_copy(store, tmp_path, setup="S1", renames={
+        "L1, step, LR 0.001": "L1, step, LR 0.001 (S4.2)",  # differs in the LR: not met
+        "Scratch (step)": "Scratch (step) (S1)"})  # same data, network, rate: met
+    s = load_study_data(path, store[0])
+    checks = s.row_setups()
+    for col in COLS:
+        bad = checks[("L1, step, LR 0.001 (S4.2)", col)]
+        assert bad.declared == "S4.2" and bad.met is False
+        assert bad.text.endswith("(label claims S4.2: not met)")
+        good = checks[("Scratch (step) (S1)", col)]
+        assert good.met is True and good.text.endswith("(label claims S1: met)")
+    assert s.setup_flagged  # the study's own S1 holds, a row's claim does not
+    assert "label claims S4.2: not met" in render([s], "md")
+
+
+def test_missing_run_is_skipped_and_said_so(store, tmp_path):
+    m = json.loads(store[1].read_text())
+    gone = next(c for c in m["cells"] if c["row"] == "Scratch (step)" and c["column"] == "PR 0.5"
+                and c["seed"] == 1)
+    gone["run"] = "000000000000"
+    path = tmp_path / "studies" / "tiny-study-cpu.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(m))
+    s = load_study_data(path, store[0])
+    col = s.column_setups()["PR 0.5"]
+    assert col.computed is not None and col.seeds == [0, 1]  # seed 1: the other two rows
+    assert col.skipped == ["Scratch (step) seed 1 (run 000000000000 missing)"]
+    assert "skipped 1: Scratch (step) seed 1 (run 000000000000 missing)" in col.text
+    row = s.row_setups()[("Scratch (step)", "PR 0.5")]
+    assert row.seeds == [0] and row.skipped
+    assert not s.column_setups()["PR 0.3"].skipped
+    assert "run 000000000000 missing" in render([s], "md")
+
+
+# -- the card: one builder for `prunebench card` and the HTML report ------------------------
+
+def test_study_card_is_the_report_card(store, tmp_path):
+    from prunebench.compare.card import card_fields, render_markdown, study_card, write_card
+    from prunebench.report.html import default_card
+
+    s = load_study_data(_variant_copy(store, tmp_path, setup="S4.2"), store[0])
+    card = study_card(s)
+    assert default_card(s) == card_fields(card)  # the HTML shows the builder's content
+    fields = dict(card_fields(card))
+    assert fields["comparison setup"] == s.setup_summary()
+    assert "(declared S4.2: not met)" in fields["comparison setup"]
+    assert {e["id"] for e in card["runs"]} == {c.run_id for c in s.cells}
+    st = card["study"]
+    assert [c["column"] for c in st["columns"]] == COLS
+    assert all(c["met"] is False and c["declared"] == "S4.2" for c in st["columns"])
+    md = render_markdown(card)
+    heading = md.splitlines()[0]
+    assert heading == f"# prunebench card: {s.title} [{s.key}]"
+    assert len(card["methods"]) == 6
+    assert not any(m["method"] in heading for m in card["methods"])  # no label list
+    assert "**not met**" in md and "Setup achieved" in md
+    # `prunebench card STUDY` writes the same card (declared as the store's manifest says)
+    mdp, js = write_card(["tiny-study"], store[0], tmp_path / "card.md")
+    data = json.loads(js.read_text())
+    assert data["title"] == f"{s.title} [{s.key}]" and data["study"]["declared_setup"] == "S3.1"
+    assert mdp.read_text().splitlines()[0] == heading
+    first = next(e for e in data["runs"])
+    result = json.loads((store[0] / first["id"] / "result.json").read_text())
+    assert first["final_test_acc"] == result["test_acc"]
+    assert first["base_model"]["dense_test_acc"] == result["dense"]["test_acc"]

@@ -11,6 +11,7 @@ from prunebench.pruning.scratch import (
     pxfy_schedule,
     scratch_b_epochs,
     scratch_b_schedule,
+    scratch_budget_epochs,
     scratch_e_epochs,
 )
 from prunebench.schedule import parse_schedule
@@ -20,14 +21,33 @@ def canon(text: str) -> str:
     return parse_schedule(text).canonical()
 
 
-def test_scratch_e():
-    assert scratch_e_epochs(200, 120) == 320
-    assert scratch_e_epochs(30, 0) == 30
+def test_scratch_e_is_the_dense_epochs():
+    """Scratch-E (Liu et al. 2019; the paper's appendix C): K1 epochs, not K1 + K2."""
+    assert scratch_e_epochs(200) == 200
+    assert scratch_e_epochs(30) == 30
     with pytest.raises(RecipeError):
-        scratch_e_epochs(-1, 10)
+        scratch_e_epochs(-1)
+
+
+def test_budgets():
+    kw = {"dense_epochs": 200, "used_epochs": 200, "prune_epochs": 0, "retrain_epochs": 120,
+          "f1": 125.49e6, "f2": 62.96e6}
+    assert scratch_budget_epochs("E", **kw) == 200
+    assert scratch_budget_epochs("B", **kw) == 399  # 200 * F1/F2
+    assert scratch_budget_epochs("total", **kw) == 320  # the SX-A-fair K1 + K2
+    assert scratch_budget_epochs("total_flops", **kw) == 519
+    # PxFy: the pipeline used x = 30 pretraining epochs, then y = 90
+    px = {**kw, "used_epochs": 30, "retrain_epochs": 90, "dense_epochs": 120}
+    assert scratch_budget_epochs("total", **px) == 120
+    assert scratch_budget_epochs("E", **px) == 120
+    # a GReg phase counts at the dense cost
+    assert scratch_budget_epochs("total", **{**kw, "prune_epochs": 10}) == 330
+    with pytest.raises(RecipeError, match="bad retrain.budget 'X'"):
+        scratch_budget_epochs("X", **kw)
 
 
 def test_scratch_b_resnet56_and_formula():
+    assert scratch_b_epochs(200, 125.49e6, 62.96e6) == 399
     assert scratch_b_epochs(200, 125.49e6, 62.96e6, 120) == 519
     assert scratch_b_epochs(200, 125.49, 62.96, 120) == 519  # only the ratio matters
     assert scratch_b_epochs(10, 2.0, 2.0, 5) == 15  # unpruned: Scratch-B == Scratch-E

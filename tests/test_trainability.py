@@ -319,3 +319,54 @@ def test_trainability_accuracy():
     assert trainability_accuracy(resumed, 2) == pytest.approx((51 + 70) / 2)
     with pytest.raises(ValueError):
         trainability_accuracy(h, 0)
+
+
+def test_trainability_accuracy_from_a_start_epoch():
+    h = _history()  # retrain epochs 1..4 at 51..54
+    assert trainability_accuracy(h, 2, start=1) == pytest.approx(52.5)  # epochs 2, 3
+    assert trainability_accuracy(h, 1, start=3) == pytest.approx(54.0)
+    assert trainability_accuracy(h, 2, start=3) is None  # epoch 5 is missing
+    assert trainability_accuracy(h, 3, start=0) == trainability_accuracy(h, 3)
+    with pytest.raises(ValueError, match="start"):
+        trainability_accuracy(h, 1, start=-1)
+
+
+def _ta_epochs(lr: str, epochs: int, **measure) -> int:
+    from types import SimpleNamespace
+
+    from prunebench.recipe import MeasureCfg
+    from prunebench.schedule import parse_schedule
+    from prunebench.stages import ta_epochs
+
+    ctx = SimpleNamespace(recipe=SimpleNamespace(measure=MeasureCfg(**measure)))
+    return ta_epochs(ctx, SimpleNamespace(schedule=parse_schedule(lr), epochs=epochs))
+
+
+def test_ta_epochs_rules():
+    # step: until the LR first changes, after warm-up
+    assert _ta_epochs("0:0.01,30:0.01,60:0.001", 120) == 60
+    assert _ta_epochs("0:0.01,60:0.001;warmup=5", 120) == 55
+    assert _ta_epochs("0:0.01;warmup=5", 20) == 15
+    # cosine: ceil(fraction * epochs), counted after warm-up, at most the epochs left
+    assert _ta_epochs("cosine:0.01:0.0001;warmup=5", 120) == 30
+    assert _ta_epochs("cosine:0.01:0.0001", 120, ta_cosine_fraction=0.1) == 12
+    assert _ta_epochs("cosine:0.01:0;warmup=10", 12) == 2
+    # measure.ta_epochs overrides N, still counted after warm-up
+    assert _ta_epochs("0:0.01,60:0.001;warmup=5", 120, ta_epochs=10) == 10
+    assert _ta_epochs("0:0.01,60:0.001;warmup=5", 12, ta_epochs=10) == 7
+    # warm-up takes every epoch: nothing to measure
+    assert _ta_epochs("0:0.01;warmup=5", 5) == 0
+
+
+def test_run_records_the_epochs_ta_covers(tiny_recipe, tmp_path):
+    import prunebench
+
+    res = prunebench.run(
+        tiny_recipe, tmp_path,
+        overrides=["retrain.epochs=4", "retrain.lr=0:0.01,2:0.01,3:0.001;warmup=1"],
+    )
+    ta = res.result["ta"]
+    acc = {m["epoch"]: m["test_acc"] for m in res.metrics() if m["phase"] == "retrain"}
+    assert (ta["start"], ta["epochs"]) == (1, 2)  # epochs 2 and 3 (1-based): LR 0.01
+    assert ta["test"] == pytest.approx((acc[2] + acc[3]) / 2)
+    assert ta["val"] is not None

@@ -160,7 +160,8 @@ def show(
     except PrunebenchError as exc:
         _fail(exc)
     if json_:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json.dumps({k: v for k, v in data.items() if k != "record"}, indent=2,
+                              allow_nan=False))
         return
     res = data["result"] or {}
     console.print(f"[bold]run {data['id']}[/bold]  status: {res.get('status', 'incomplete')}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from prunebench.context import Context, prepare, resolve_device
 from prunebench.errors import PrunebenchError
 from prunebench.plan import Stage, plan, run_id
 from prunebench.recipe import Recipe
+from prunebench.record import RunRecord, RunResult, budgets, build_trajectory, origin
 from prunebench.stages import (
     check_prune,
     cpu_state,
@@ -30,33 +30,10 @@ from prunebench.stages import (
     run_base_stage,
     run_prune_stage,
     ta_epochs,
-    train_macs,
     train_resumable,
 )
 from prunebench.store import RunStore, locked
 from prunebench.train import Reporter
-
-
-@dataclass
-class RunResult:
-    """What :func:`run` returns: the run id, its folder and the stored result."""
-
-    id: str
-    dir: Path
-    result: dict[str, Any]
-    recipe: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        return self.result.get("status", "unknown")
-
-    @property
-    def test_acc(self) -> float | None:
-        """Final-epoch top-1 test accuracy in percent (never the best test epoch)."""
-        return self.result.get("test_acc")
-
-    def metrics(self) -> list[dict[str, Any]]:
-        return io.read_jsonl(self.dir / "metrics.jsonl")
 
 
 def _best_val(history: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -109,26 +86,28 @@ def run(
     rdir = store.run_dir(rid)
     recipe_dict = recipe.model_dump(mode="json")
     existing = store.result(rid)
-    if existing is not None and existing.get("status") == "done":
-        return RunResult(rid, rdir, existing, recipe_dict)
+    if existing is not None and existing.status == "done":
+        return RunResult(rid, rdir, existing.to_json(), recipe_dict)
     # everything a user can get wrong is checked before anything is written
     ctx = prepare(recipe, resolve_device(recipe.device), reporter)
     check_prune(ctx, ctx.build_dense())
     with locked(rdir / ".lock"):
         existing = store.result(rid)
-        if existing is not None and existing.get("status") == "done":
-            return RunResult(rid, rdir, existing, recipe_dict)
+        if existing is not None and existing.status == "done":
+            return RunResult(rid, rdir, existing.to_json(), recipe_dict)
         io.write_text(rdir / "recipe.yaml", recipe.to_yaml())
         store.record(rid, "running", recipe_dict)
         try:
             result = _execute(ctx, store, stages, rdir)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            store.record(rid, status, recipe_dict, {"status": status, "error": str(exc)[:500]})
+            store.record(rid, status, recipe_dict,
+                         RunRecord(id=rid, status=status, error=str(exc)[:500]))
             raise
-        io.write_json(rdir / "result.json", result)
-        store.record(rid, "done", recipe_dict, result)
-    return RunResult(rid, rdir, result, recipe_dict)
+        record = finish_record(result, recipe)
+        io.write_json(rdir / "result.json", record.to_json())
+        store.record(rid, "done", recipe_dict, record)
+    return RunResult(rid, rdir, record.to_json(), recipe_dict)
 
 
 # -- trainability measurements --------------------------------------------------------------
@@ -202,8 +181,6 @@ def _execute(ctx: Context, store: RunStore, stages: list[Stage], rdir: Path) -> 
         "python": platform.python_version(),
         "prunebench": __version__,
         "dense": dense_info,
-        "epochs": {"pretrain": dense_info.get("epochs", 0)},
-        "train_macs": {"pretrain": dense_info.get("train_macs", 0)},
     }
     final_info = dense_info
     lines = list(history)
@@ -214,8 +191,6 @@ def _execute(ctx: Context, store: RunStore, stages: list[Stage], rdir: Path) -> 
         pdir = store.stage_dir("prune", by_kind["prune"].key)
         model, prune_info, masks = run_prune_stage(ctx, store, by_kind["prune"], model)
         result["pruned"] = prune_info
-        result["epochs"]["prune"] = prune_info.get("epochs", 0) + prune_info.get("imp_epochs", 0)
-        result["train_macs"]["prune"] = prune_info.get("train_macs", 0)
         final_info = prune_info
         lines.append({"phase": "prune", "epoch": 0, **{k: prune_info.get(k) for k in _PRUNE_LINE}})
         for name in ("pruned.pt", "structure.json", "masks.pt"):
@@ -241,11 +216,10 @@ def _execute(ctx: Context, store: RunStore, stages: list[Stage], rdir: Path) -> 
         n = ta_epochs(ctx, cfg)
         result["retrain"] = {"epochs": cfg.epochs, "lr": cfg.lr, "init": cfg.init,
                              "budget": cfg.budget}
-        result["epochs"]["retrain"] = state.epoch
-        macs = (result.get("pruned") or {}).get("macs_pruned", dense_info["macs"])
-        result["train_macs"]["retrain"] = train_macs(ctx, state.epoch, macs)
-        result["ta"] = {"epochs": n, "test": trainability_accuracy(state.history, n, "test_acc"),
-                        "val": trainability_accuracy(state.history, n, "val_acc")}
+        ta_start = cfg.schedule.warmup  # TA: 1-based retraining epochs start+1 .. start+n
+        result["ta"] = {"epochs": n, "start": ta_start, **{
+            k: trainability_accuracy(state.history, n, f"{k}_acc", start=ta_start) if n else None
+            for k in ("test", "val")}}
         result["best_val"] = _best_val(state.history)
         if meter.enabled:
             result["jsv"]["final"] = state.history[-1].get("jsv_mean") if state.history else None
@@ -256,14 +230,28 @@ def _execute(ctx: Context, store: RunStore, stages: list[Stage], rdir: Path) -> 
         final_info = state.history[-1] if state.history else final_info
     elif stages[0].kind == "pretrain" and history:
         result["best_val"] = _best_val(history)
-    result["epochs"]["total"] = sum(v for v in result["epochs"].values())
-    result["train_macs"]["total"] = sum(result["train_macs"].values())
     io.save_torch(ckpt / "final.pt", cpu_state(model))
     for key in ("test_acc", "val_acc", "test_top5"):
         if final_info.get(key) is not None:
             result[key] = final_info[key]
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
+
+
+def finish_record(result: dict[str, Any], recipe: Recipe) -> RunRecord:
+    """The typed record of a finished run: the stages' results plus what setups are
+    computed from (origin, pruning epoch, trajectory, budgets), validated once."""
+    rec = RunRecord.model_validate({**result, "epochs": {}, "train_macs": {}})
+    rec.origin = origin(recipe)
+    rec.pruned_at = recipe.prune.at_epoch if recipe.prune is not None else None
+    if rec.pruned is not None and recipe.prune is not None:
+        rec.pruned.granularity = recipe.prune.granularity
+    rec.trajectory = build_trajectory(
+        recipe.model_dump(mode="json"), images=int(rec.data.train_images or 0),
+        dense=rec.dense, pruned=rec.pruned, retrain=rec.retrain,
+    )
+    rec.epochs, rec.train_macs = budgets(rec.trajectory)
+    return RunRecord.model_validate(rec.to_json())
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -3,6 +3,12 @@
 Each stage key hashes the stage's own normalised config plus its parent's key: a dense
 model shared by many recipes is trained once, a finished stage is never redone, and the
 run id (the last stage's key) is a content hash of the whole effective recipe.
+
+Plugin code is part of it: when a stage uses a registered component from outside the
+prunebench package (a plugin's model, dataset, criterion, prune schedule), the stage's
+config gets a ``code`` entry with the hash of that component's source file
+(:func:`prunebench.registry.code_of`), so editing the plugin changes the run id. Built-in
+components add nothing (the package version covers them), so built-in runs keep their ids.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 from prunebench.errors import RecipeError
 from prunebench.recipe import MeasureCfg, PretrainCfg, PruneCfg, Recipe, RetrainCfg, recipe_hash
 from prunebench.recipe import diff as _diff
+from prunebench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,42 @@ def base_stage(recipe: Recipe, stop_at: int | None = None) -> Stage:
         base["pretrain"] = _section(recipe.pretrain, PretrainCfg())
         if stop_at is not None:
             base["stop_at"] = stop_at
+    code = base_code(recipe)
+    if code:
+        base["code"] = code
     return Stage(kind, recipe_hash({"stage": kind, **base}), base)
+
+
+def base_code(recipe: Recipe) -> dict[str, str]:
+    """Code identities of the external (plugin) model and dataset the dense stage builds."""
+    from prunebench.data import DATASETS
+    from prunebench.models import MODELS
+
+    return _codes({"model": (MODELS, recipe.model.name), "data": (DATASETS, recipe.data.name)})
+
+
+def prune_code(recipe: Recipe) -> dict[str, str]:
+    """Code identities of the external (plugin) criterion and prune schedule the prune
+    stage looks up by name."""
+    from prunebench.pruning import CRITERIA
+    from prunebench.pruning.schedules import PRUNE_SCHEDULES, schedule_key
+
+    prune = recipe.prune
+    if prune is None:
+        return {}
+    return _codes({
+        "criterion": (CRITERIA, prune.method),
+        "schedule": (PRUNE_SCHEDULES, schedule_key(prune.granularity, prune.schedule)),
+    })
+
+
+def _codes(used: dict[str, tuple[Registry[Any], str]]) -> dict[str, str]:
+    out = {}
+    for role, (registry, name) in used.items():
+        ident = registry.code(name) if name in registry else None  # unknown: fails later
+        if ident is not None:
+            out[role] = ident
+    return out
 
 
 def plan(recipe: Recipe) -> list[Stage]:
@@ -71,6 +113,9 @@ def plan(recipe: Recipe) -> list[Stage]:
         if recipe.prune.schedule in ("greg", "tpp"):
             # the pruning phase trains with the retraining SGD settings: they belong to it
             cfg["sgd"] = _sgd(recipe.retrain)
+        code = prune_code(recipe)
+        if code:
+            cfg["code"] = code
         stages.append(Stage("prune", recipe_hash({"stage": "prune", **cfg}), cfg))
     if recipe.retrain is not None:
         cfg = {

@@ -120,12 +120,25 @@ class PruneCfg(_Cfg):
     target_speedup: float | None = Field(None, gt=1)
     target_param_sparsity: float | None = Field(None, gt=0, lt=100)
     batches: int = Field(4, ge=1, description="data batches for data-driven criteria")
-    schedule: Literal["oneshot", "greg", "tpp", "imp"] = "oneshot"
-    epochs: int = Field(0, ge=0, description="pruning-phase epochs (greg, tpp)")
+    schedule: str = Field(
+        "oneshot", description="a registered prune schedule: oneshot, greg, tpp, imp, ..."
+    )
+    epochs: int | None = Field(
+        None, ge=1, description="greg/tpp: the phase's maximum epochs; null: as many as needed"
+    )
     lr: str | None = Field(None, description="pruning-phase LR schedule (greg, tpp)")
-    reg_granularity: float = Field(1e-4, gt=0)
-    update_interval: int = Field(5, ge=1)
-    reg_ceiling: float = Field(1.0, gt=0)
+    reg_granularity: float = Field(1e-4, gt=0, description="greg/tpp: penalty increment")
+    update_interval: int = Field(5, ge=1, description="greg/tpp: steps between increments")
+    reg_ceiling: float = Field(1.0, gt=0, description="greg/tpp: the penalty's ceiling")
+    stabilize_interval: int = Field(
+        0, ge=0, description="greg/tpp: steps trained at the ceiling before removal"
+    )
+    reg_bias_bn: bool = Field(
+        False, description="greg: also penalise the pruned filters' bias and BN gamma/beta"
+    )
+    tpp_gram_weight: float = Field(1000.0, ge=0, description="tpp: Gram-term weight (lw_opp)")
+    tpp_weight_l2: bool = Field(True, description="tpp: L2 term on pruned weights and biases")
+    tpp_bn_reg: bool = Field(True, description="tpp: L2 term on the following BN gamma/beta")
     rounds: int = Field(1, ge=1, description="imp: pruning rounds")
     rewind_epoch: int = Field(0, ge=0, description="imp: rewind to this pretraining epoch")
     at_epoch: int | None = Field(
@@ -137,28 +150,23 @@ class PruneCfg(_Cfg):
     def _lr(cls, v: Any) -> str | None:
         return None if v is None else _canonical_lr(v)
 
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _epochs(cls, v: Any) -> Any:
+        return None if v == 0 and not isinstance(v, bool) else v  # 0: the old "unset"
+
     @model_validator(mode="after")
     def _consistent(self) -> PruneCfg:
-        if self.schedule in ("greg", "tpp"):
-            if self.granularity != "filter":
-                raise ValueError(f"schedule {self.schedule!r} prunes filters: granularity filter")
-            if self.epochs < 1 or self.lr is None:
-                raise ValueError(f"schedule {self.schedule!r} needs prune.epochs >= 1 and prune.lr")
-        elif self.epochs or self.lr is not None:
-            raise ValueError("prune.epochs / prune.lr belong to the greg and tpp schedules")
-        if self.schedule == "imp" and self.granularity != "weight":
-            raise ValueError("schedule 'imp' (lottery tickets) needs granularity weight")
-        if self.granularity == "weight":
-            if self.method not in ("magnitude", "random"):
-                raise ValueError(
-                    f"weight pruning method {self.method!r}: allowed magnitude, random"
-                )
-            if not isinstance(self.layers, float | int) or not 0 <= self.layers < 1:
-                raise ValueError(
-                    f"weight pruning takes one sparsity in [0, 1) as layers, got {self.layers!r}"
-                )
+        """The registered schedule validates its own fields (the others stay at defaults)."""
+        from prunebench.errors import PrunebenchError
+        from prunebench.pruning.schedules import schedule_for
+
         if self.target_speedup is not None and self.target_param_sparsity is not None:
             raise ValueError("give target_speedup or target_param_sparsity, not both")
+        try:
+            schedule_for(self).validate(self)
+        except PrunebenchError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 
@@ -169,8 +177,10 @@ class RetrainCfg(TrainCfg):
         "inherit", description="inherit the pruned weights, re-initialise, or OrthP"
     )
     init_scheme: Literal["kaiming", "orthogonal"] = "kaiming"
-    budget: Literal["E", "B"] | None = Field(
-        None, description="scratch only: Scratch-E/B epochs and LR from the pretraining recipe"
+    budget: Literal["E", "B", "total", "total_flops"] | None = Field(
+        None,
+        description="scratch only: E (K1 epochs), B (K1*F1/F2), total (K1+Kp+K2), "
+        "total_flops ((K1+Kp)*F1/F2+K2); LR from the pretraining recipe",
     )
     orth_reg: float = Field(0.0, ge=0, description="kernel orthogonality regulariser weight")
 
@@ -265,7 +275,13 @@ _NOT_IN_ID = ("name", "device", "data.data_dir", "plugins")
 
 
 def load_plugins(plugins: list[str]) -> None:
-    """Import plugin modules (dotted names) or files (``path/to/file.py``) once each."""
+    """Import plugin modules (dotted names) or files (``path/to/file.py``).
+
+    A file is imported again whenever its content differs from the version this process
+    last imported (an edited plugin: its registrations replace the old ones, and its new
+    source hash changes the run ids, see :func:`prunebench.registry.code_of`); unchanged, it
+    is imported once. Dotted modules are imported once (Python's import cache).
+    """
     import importlib
     import importlib.util
     import sys
@@ -274,15 +290,27 @@ def load_plugins(plugins: list[str]) -> None:
         if item.endswith(".py"):
             path = Path(item).resolve()
             name = f"prunebench_plugin_{path.stem}_{recipe_hash(str(path), 8)}"
-            if name in sys.modules:
-                continue
             if not path.is_file():
+                if name in sys.modules:
+                    continue
                 raise ValueError(f"plugin file {item!r} does not exist")
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            loaded = sys.modules.get(name)
+            if loaded is not None and getattr(loaded, "__prunebench_sha256__", None) == digest:
+                continue
             spec = importlib.util.spec_from_file_location(name, path)
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
+            module.__prunebench_sha256__ = digest  # type: ignore[attr-defined]
             sys.modules[name] = module
-            spec.loader.exec_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                if loaded is not None:
+                    sys.modules[name] = loaded
+                else:
+                    sys.modules.pop(name, None)
+                raise
         else:
             try:
                 importlib.import_module(item)

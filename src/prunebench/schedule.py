@@ -73,17 +73,46 @@ class Schedule:
     def final_lr(self) -> float:
         return self.steps[-1][1] if self.kind == "step" else self.end
 
-    def first_stage_epochs(self, total_epochs: int, cosine_fraction: float = 0.25) -> int:
-        """Length N of the first LR stage (for trainability accuracy, paper Eq. 1).
+    def first_stage(self, total_epochs: int, cosine_fraction: float = 0.25) -> tuple[int, int]:
+        """``(start, n)``: the first LR stage of a ``total_epochs``-epoch stage (paper Eq. 1).
 
-        Step: the second key (all epochs when there is one stage). Cosine has no stages:
-        ``cosine_fraction`` of the epochs (a quarter by default), at least 1.
+        Trainability accuracy averages the epochs of the first LR stage, which starts after
+        warm-up: at 0-based epoch ``start = warmup`` (1-based epochs ``start + 1 .. start +
+        n``). Warm-up epochs never count.
+
+        * **step** -- the stage runs while the LR stays at its first post-warm-up value:
+          ``n`` is the number of epochs from ``start`` until the first epoch whose LR
+          *differs* (a key that repeats the same LR does not end the stage); a schedule whose
+          LR never changes again gives all epochs left after warm-up.
+        * **cosine** has no stages: ``ceil(cosine_fraction * total_epochs)`` epochs (a quarter
+          by default), counted from ``start``, at least 1.
+
+        ``n`` is at most the epochs left after warm-up, and 0 only when warm-up takes every
+        epoch (there is then no first stage to measure).
         """
+        if total_epochs < 0:
+            raise ValueError(f"total_epochs={total_epochs!r} is invalid; expected an int >= 0")
+        start = self.warmup
+        left = max(total_epochs - start, 0)
+        if left == 0:
+            return start, 0
         if self.kind == "step":
-            n = self.steps[1][0] if len(self.steps) > 1 else total_epochs
+            stage_lr = self.steps[0][1]
+            end = total_epochs
+            for key, value in self.steps:
+                if key <= start:
+                    stage_lr = value
+                elif value != stage_lr:
+                    end = key
+                    break
+            n = end - start
         else:
             n = math.ceil(cosine_fraction * total_epochs)
-        return max(1, min(n, total_epochs))
+        return start, max(1, min(n, left))
+
+    def first_stage_epochs(self, total_epochs: int, cosine_fraction: float = 0.25) -> int:
+        """``n`` of :meth:`first_stage`: the length of the first LR stage (after warm-up)."""
+        return self.first_stage(total_epochs, cosine_fraction)[1]
 
     def canonical(self) -> str:
         if self.kind == "step":

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from prunebench import io
-from prunebench.context import Context, data_batches
+from prunebench.context import Context
 from prunebench.errors import RecipeError
-from prunebench.plan import Stage, base_stage
+from prunebench.plan import Stage
 from prunebench.recipe import RetrainCfg, TrainCfg
 from prunebench.store import RunStore, locked
 from prunebench.train import ChainHooks, StepHooks, TrainState, evaluate_all, train
@@ -160,127 +160,18 @@ def run_base_stage(
 # -- pruning --------------------------------------------------------------------------------
 
 
-def _structured_spec(ctx: Context) -> Any:
-    from prunebench.pruning import StructuredSpec
-
-    cfg = ctx.recipe.prune
-    assert cfg is not None
-    return StructuredSpec(
-        method=cfg.method, layers=cfg.layers, skip=list(cfg.skip), scheme=cfg.scheme,
-        max_layer_ratio=cfg.max_layer_ratio, normalize=cfg.normalize,
-        target_speedup=cfg.target_speedup, target_param_sparsity=cfg.target_param_sparsity,
-    )
-
-
 def check_prune(ctx: Context, model: nn.Module) -> None:
-    """Validate the prune section against the built model (names, patterns, criterion)."""
-    from prunebench.pruning import (
-        CRITERIA,
-        parse_layer_ratios,
-        prunable_layers,
-        resolve_layer_ratios,
-    )
+    """Validate the prune section against the built model and the data, before any write.
+
+    The registered schedule checks what it needs (:mod:`prunebench.pruning.schedules`):
+    criterion and layer patterns for filter schedules, the pruning-phase budget of GReg/TPP.
+    """
+    from prunebench.pruning.schedules import schedule_for
 
     cfg = ctx.recipe.prune
-    if cfg is None or cfg.granularity == "weight":
+    if cfg is None:
         return
-    CRITERIA.get(cfg.method)
-    spec = parse_layer_ratios(cfg.layers, cfg.skip) if not isinstance(cfg.layers, list) else None
-    if spec is not None:
-        resolve_layer_ratios(spec, model, prunable_layers(model, ctx.example))
-
-
-def _prune_filters_oneshot(ctx: Context, model: nn.Module) -> tuple[dict, dict]:
-    from prunebench.pruning import prune_model
-
-    cfg = ctx.recipe.prune
-    assert cfg is not None
-    batches = data_batches(ctx, cfg.batches) if cfg.method == "taylor_fo" else None
-    outcome = prune_model(model, _structured_spec(ctx), ctx.example, batches=batches,
-                          seed=ctx.recipe.seed, input_shape=ctx.input_shape)
-    return outcome.kept, {"n_pruned": outcome.n_pruned, "n_total": outcome.n_total}
-
-
-def _prune_filters_regularised(
-    ctx: Context, model: nn.Module, sdir: Path
-) -> tuple[dict, dict]:
-    """GReg / TPP: choose filters, train with the growing penalty, then remove them."""
-    from prunebench.pruning import parse_layer_ratios, prunable_layers, resolve_layer_ratios
-    from prunebench.pruning.regularizers import REGULARIZERS, remove_selected, select_filters
-
-    r = ctx.recipe
-    cfg = r.prune
-    assert cfg is not None and cfg.lr is not None
-    ratios = resolve_layer_ratios(parse_layer_ratios(cfg.layers, cfg.skip), model,
-                                  prunable_layers(model, ctx.example))
-    batches = data_batches(ctx, cfg.batches) if cfg.method == "taylor_fo" else None
-    selection = select_filters(model, ratios, cfg.method, ctx.example, seed=r.seed,
-                               batches=batches)
-    hooks = REGULARIZERS[cfg.schedule](
-        model, selection, reg_granularity=cfg.reg_granularity,
-        update_interval=cfg.update_interval, reg_ceiling=cfg.reg_ceiling,
-    )
-    sgd = r.retrain or RetrainCfg()
-    tcfg = TrainCfg(epochs=cfg.epochs, lr=cfg.lr, momentum=sgd.momentum, nesterov=sgd.nesterov,
-                    weight_decay=sgd.weight_decay)
-    state = train_resumable(
-        ctx, model, tcfg, "prune", sdir / "latest.pt", hooks=hooks,
-        on_epoch=lambda s: io.write_jsonl(sdir / "metrics.jsonl", s.history),
-    )
-    io.write_jsonl(sdir / "metrics.jsonl", state.history)
-    before = evaluate_all(model, ctx.loaders)
-    outcome = remove_selected(model, selection, ctx.example)
-    extra = {
-        "n_pruned": outcome.n_pruned, "n_total": outcome.n_total, "epochs": state.epoch,
-        "lr": cfg.lr, "reg_final": hooks.lam, "reg_finished": hooks.finished,
-        "before_removal": before,
-    }
-    return outcome.kept, extra
-
-
-def _prune_weights(
-    ctx: Context, store: RunStore, model: nn.Module, sdir: Path
-) -> tuple[dict[str, torch.Tensor], dict]:
-    """Unstructured: one-shot magnitude/random masks, or IMP with weight rewinding."""
-    from prunebench.pruning.lottery import imp_schedule, rewind
-    from prunebench.pruning.masks import MaskHooks, magnitude_masks, random_masks
-
-    r = ctx.recipe
-    cfg = r.prune
-    assert cfg is not None
-    target = float(cfg.layers)  # type: ignore[arg-type]
-    scope = "layer" if cfg.scheme == "layerwise" else "global"
-    if cfg.schedule != "imp":
-        if cfg.method == "random":
-            masks = random_masks(model, target, seed=r.seed, scope=scope)
-        else:
-            masks = magnitude_masks(model, target, scope=scope)
-        from prunebench.pruning.masks import apply_masks
-
-        apply_masks(model, masks)
-        return masks, {}
-    assert r.pretrain is not None
-    fraction = 1 - (1 - target) ** (1 / cfg.rounds)
-    schedule = imp_schedule(target, fraction)
-    rewind_model, _, _ = run_base_stage(ctx, store, base_stage(r, cfg.rewind_epoch))
-    rewind_state = cpu_state(rewind_model)
-    masks = None
-    spent = 0
-    for i, sparsity in enumerate(schedule):
-        masks = magnitude_masks(model, sparsity, scope=scope, existing=masks)
-        rewind(model, rewind_state, masks)
-        if i == len(schedule) - 1:
-            break
-        # retrain the rewound, masked network to the end of the pretraining schedule
-        latest = sdir / f"round{i + 1}.pt"
-        state = train_resumable(
-            ctx, model, r.pretrain, "prune", latest, hooks=MaskHooks(masks),
-            start=TrainState(epoch=cfg.rewind_epoch),
-        )
-        spent += state.epoch - cfg.rewind_epoch
-    assert masks is not None
-    return masks, {"rounds": len(schedule), "sparsity_per_round": schedule,
-                   "rewind_epoch": cfg.rewind_epoch, "imp_epochs": spent}
+    schedule_for(cfg).check(ctx, model)
 
 
 def _summary(ctx: Context, dense: nn.Module, model: nn.Module) -> dict[str, Any]:
@@ -297,11 +188,16 @@ def _summary(ctx: Context, dense: nn.Module, model: nn.Module) -> dict[str, Any]
 def run_prune_stage(
     ctx: Context, store: RunStore, stage: Stage, dense: nn.Module
 ) -> tuple[nn.Module, dict[str, Any], dict[str, torch.Tensor] | None]:
-    """Prune the dense model; returns the pruned model, its info, and masks (unstructured)."""
+    """Prune the dense model; returns the pruned model, its info, and masks (unstructured).
+
+    The registered schedule of ``prune.granularity`` / ``prune.schedule`` does the work.
+    """
     from prunebench.pruning import apply_structure
+    from prunebench.pruning.schedules import schedule_for
 
     cfg = ctx.recipe.prune
     assert cfg is not None
+    entry = schedule_for(cfg)
     sdir = store.stage_dir("prune", stage.key)
     with locked(sdir / ".lock"):
         done = sdir / "done.json"
@@ -316,13 +212,9 @@ def run_prune_stage(
         io.write_json(sdir / "stage.json", {"kind": stage.kind, "key": stage.key, **stage.config})
         t0 = time.perf_counter()
         model = copy.deepcopy(dense)
-        masks = None
-        if cfg.granularity == "weight":
-            masks, extra = _prune_weights(ctx, store, model, sdir)
-        elif cfg.schedule == "oneshot":
-            kept, extra = _prune_filters_oneshot(ctx, model)
-        else:
-            kept, extra = _prune_filters_regularised(ctx, model, sdir)
+        pruned, extra = entry.run(ctx, store, model, sdir)
+        masks = pruned if entry.granularity == "weight" else None
+        kept = pruned
         info: dict[str, Any] = {**_summary(ctx, dense, model), **evaluate_all(model, ctx.loaders)}
         if masks is None:
             n_pruned, n_total = extra.pop("n_pruned"), extra.pop("n_total")
@@ -341,9 +233,11 @@ def run_prune_stage(
 
 def _prune_train_macs(ctx: Context, info: dict[str, Any], dense: nn.Module) -> int:
     """Training spent inside the pruning stage (GReg/TPP phase, IMP rounds) at dense cost."""
-    epochs = info.get("epochs", 0) if info.get("schedule") in ("greg", "tpp") else 0
-    epochs += info.get("imp_epochs", 0)
-    return train_macs(ctx, epochs, info["macs_dense"])
+    from prunebench.pruning.schedules import schedule_for
+
+    cfg = ctx.recipe.prune
+    assert cfg is not None
+    return train_macs(ctx, schedule_for(cfg).train_epochs(info), info["macs_dense"])
 
 
 # -- retraining -----------------------------------------------------------------------------
@@ -352,13 +246,15 @@ def _prune_train_macs(ctx: Context, info: dict[str, Any], dense: nn.Module) -> i
 def effective_retrain(
     ctx: Context, dense_info: dict[str, Any], prune_info: dict[str, Any] | None
 ) -> RetrainCfg:
-    """The retraining config actually run: Scratch-E/B derive epochs and LR from pretraining.
+    """The retraining config actually run: scratch budgets derive epochs and LR.
 
-    With a budget, the epochs come from the pretraining recipe (E: K1 + K2; B: K1 F1/F2 +
-    K2); a step ``retrain.lr`` is replaced by the pretraining schedule with its milestones
-    stretched to those epochs, a cosine ``retrain.lr`` is kept and spans them.
+    With ``retrain.budget`` (:data:`prunebench.pruning.scratch.BUDGETS`) the epochs come
+    from the dense run and the pipeline: E: K1; B: K1 F1/F2; total: K1 + Kp + K2 (x + y for
+    PxFy); total_flops: (K1 + Kp) F1/F2 + K2. A step ``retrain.lr`` is replaced by the
+    pretraining schedule with its milestones stretched to those epochs (E: exactly the
+    pretraining schedule); a cosine ``retrain.lr`` is kept and spans them.
     """
-    from prunebench.pruning.scratch import scratch_b_epochs, scratch_b_schedule, scratch_e_epochs
+    from prunebench.pruning.scratch import scratch_b_schedule, scratch_budget_epochs
 
     r = ctx.recipe
     cfg = r.retrain
@@ -366,17 +262,19 @@ def effective_retrain(
     if cfg.budget is None:
         return cfg
     assert r.pretrain is not None
-    k1, k2 = r.pretrain.epochs, cfg.epochs
-    if cfg.budget == "E":
-        epochs = scratch_e_epochs(k1, k2)
-    else:
-        f1 = dense_info["macs"]
-        f2 = (prune_info or {}).get("macs_pruned", f1)
-        epochs = scratch_b_epochs(k1, f1, f2, k2)
+    info = prune_info or {}
+    f1 = dense_info["macs"]
+    prune_epochs = (int(info.get("epochs") or 0) if info.get("schedule") in ("greg", "tpp")
+                    else 0) + int(info.get("imp_epochs") or 0)
+    epochs = scratch_budget_epochs(
+        cfg.budget, dense_epochs=r.pretrain.epochs, used_epochs=int(dense_info["epochs"]),
+        prune_epochs=prune_epochs, retrain_epochs=cfg.epochs, f1=f1,
+        f2=info.get("macs_pruned", f1),
+    )
     if cfg.schedule.kind == "cosine":
         lr = cfg.lr  # a cosine schedule simply spans the budget's epochs
     else:
-        lr = scratch_b_schedule(r.pretrain.lr, k1, epochs).canonical()
+        lr = scratch_b_schedule(r.pretrain.lr, r.pretrain.epochs, epochs).canonical()
     return cfg.model_copy(update={"epochs": epochs, "lr": lr})
 
 
@@ -406,8 +304,15 @@ def prepare_retrain(
 
 
 def ta_epochs(ctx: Context, cfg: TrainCfg) -> int:
-    """N of trainability accuracy: ``measure.ta_epochs`` or the first LR stage's length."""
+    """N of trainability accuracy, counted from the end of warm-up: TA averages the 1-based
+    retraining epochs ``warmup + 1 .. warmup + N`` (``warmup`` = ``cfg.schedule.warmup``).
+
+    ``measure.ta_epochs`` when given (at most the epochs left after warm-up), else the first
+    LR stage's length (:meth:`prunebench.schedule.Schedule.first_stage`). 0 when warm-up
+    takes every retraining epoch (TA is then not measured).
+    """
     m = ctx.recipe.measure
+    start, n = cfg.schedule.first_stage(cfg.epochs, m.ta_cosine_fraction)
     if m.ta_epochs is not None:
-        return min(m.ta_epochs, cfg.epochs) if cfg.epochs else m.ta_epochs
-    return cfg.schedule.first_stage_epochs(max(cfg.epochs, 1), m.ta_cosine_fraction)
+        return min(m.ta_epochs, max(cfg.epochs - start, 0)) if cfg.epochs else m.ta_epochs
+    return n

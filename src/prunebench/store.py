@@ -29,6 +29,7 @@ import yaml
 
 from prunebench.errors import StoreError
 from prunebench.io import read_jsonl
+from prunebench.record import RunRecord, RunResult
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -84,13 +85,13 @@ class RunStore:
             con.close()
 
     def record(
-        self, run_id: str, status: str, recipe: dict[str, Any], result: dict[str, Any] | None = None
+        self, run_id: str, status: str, recipe: dict[str, Any], record: RunRecord | None = None
     ) -> None:
         """Insert or update a run's row (status: running | done | failed)."""
         now = time.time()
         prune = recipe.get("prune") or {}
-        res = result or {}
-        pruned = res.get("pruned") or {}
+        result = record.to_json() if record is not None else None
+        rate = record.pruned if record is not None else None
         row = {
             "id": run_id,
             "status": status,
@@ -101,11 +102,11 @@ class RunStore:
             "dataset": (recipe.get("data") or {}).get("name"),
             "method": prune.get("method") if prune else "dense",
             "ratio": str(prune.get("layers")) if prune else None,
-            "test_acc": res.get("test_acc"),
-            "ta": (res.get("ta") or {}).get("test"),
-            "jsv_pruned": ((res.get("jsv") or {}).get("pruned") or {}).get("mean"),
-            "param_sparsity": pruned.get("param_sparsity"),
-            "speedup": pruned.get("speedup"),
+            "test_acc": record.test_acc if record is not None else None,
+            "ta": record.ta.test if record is not None and record.ta is not None else None,
+            "jsv_pruned": _jsv_pruned(record),
+            "param_sparsity": rate.rate_sparsity if rate is not None else None,
+            "speedup": rate.rate_speedup if rate is not None else None,
             "recipe": json.dumps(recipe, sort_keys=True),
             "result": json.dumps(result, sort_keys=True) if result is not None else None,
         }
@@ -131,7 +132,8 @@ class RunStore:
         for r in rows:
             d = dict(r)
             d["recipe"] = json.loads(d["recipe"])
-            d["result"] = json.loads(d["result"]) if d["result"] else None
+            d["record"] = _parse(json.loads(d["result"]) if d["result"] else None, d["recipe"])
+            d["result"] = d["record"].to_json() if d["record"] is not None else None
             out.append(d)
         return out
 
@@ -140,9 +142,9 @@ class RunStore:
         n = 0
         for d in sorted(p for p in self.root.iterdir() if (p / "recipe.yaml").is_file()):
             recipe = yaml.safe_load((d / "recipe.yaml").read_text()) or {}
-            result = self._read_result(d)
-            status = (result or {}).get("status", "incomplete") if result else "incomplete"
-            self.record(d.name, status, recipe, result)
+            record = self._read_record(d, recipe)
+            status = record.status if record is not None else "incomplete"
+            self.record(d.name, status, recipe, record)
             n += 1
         return n
 
@@ -152,16 +154,27 @@ class RunStore:
         p = d / "result.json"
         return json.loads(p.read_text()) if p.is_file() else None
 
-    def result(self, run_id: str) -> dict[str, Any] | None:
-        return self._read_result(self.run_dir(run_id))
+    @staticmethod
+    def _read_recipe(d: Path) -> dict[str, Any]:
+        p = d / "recipe.yaml"
+        return (yaml.safe_load(p.read_text()) or {}) if p.is_file() else {}
 
-    def run_result(self, run_id: str) -> Any:
-        """A finished run as a :class:`prunebench.pipeline.RunResult`."""
-        from prunebench.pipeline import RunResult
+    def _read_record(self, d: Path, recipe: dict[str, Any] | None = None) -> RunRecord | None:
+        result = self._read_result(d)
+        if result is None:
+            return None
+        return RunRecord.parse(result, self._read_recipe(d) if recipe is None else recipe)
 
+    def result(self, run_id: str) -> RunRecord | None:
+        """The run's parsed record (``None`` while it has none)."""
+        return self._read_record(self.run_dir(run_id))
+
+    def run_result(self, run_id: str) -> RunResult:
+        """A stored run as a :class:`prunebench.record.RunResult`."""
         d = self.run_dir(run_id)
-        recipe = yaml.safe_load((d / "recipe.yaml").read_text()) or {}
-        return RunResult(run_id, d, self._read_result(d) or {}, recipe)
+        recipe = self._read_recipe(d)
+        record = self._read_record(d, recipe)
+        return RunResult(run_id, d, record.to_json() if record is not None else {}, recipe)
 
     def resolve(self, prefix: str) -> str:
         """A full run id from an id or a unique prefix of one."""
@@ -185,12 +198,32 @@ class RunStore:
     def load(self, run_id: str) -> dict[str, Any]:
         run_id = self.resolve(run_id)
         d = self.run_dir(run_id)
+        recipe = self._read_recipe(d)
+        record = self._read_record(d, recipe)
         return {
             "id": run_id,
-            "recipe": yaml.safe_load((d / "recipe.yaml").read_text()),
-            "result": self._read_result(d),
+            "recipe": recipe,
+            "result": record.to_json() if record is not None else None,
+            "record": record,
             "metrics": read_jsonl(d / "metrics.jsonl"),
         }
+
+
+def _parse(result: dict[str, Any] | None, recipe: dict[str, Any]) -> RunRecord | None:
+    """The index row's record; an unreadable one is no record (the run is not finished
+    as far as any comparison is concerned), never a guess."""
+    if not result:
+        return None
+    try:
+        return RunRecord.parse(result, recipe)
+    except StoreError:
+        return None
+
+
+def _jsv_pruned(record: RunRecord | None) -> float | None:
+    jsv = record.jsv if record is not None else None
+    pruned = (jsv or {}).get("pruned")
+    return pruned.get("mean") if isinstance(pruned, dict) else None
 
 
 @contextlib.contextmanager

@@ -7,9 +7,9 @@ mystery by pruning damaging *trainability*. Three measurements make that visible
   Jacobian of the logits (the authors' TPP code calls the mean "JSV_mean"; a dynamically
   isometric network has all of them near 1).
 * :func:`layer_isometry` -- how far each Conv/Linear weight is from orthogonal.
-* :func:`trainability_accuracy` -- paper Eq. (1): the mean test accuracy over the first
-  ``N`` retraining epochs (``N`` = length of the first LR stage, see
-  :meth:`prunebench.schedule.Schedule.first_stage_epochs`).
+* :func:`trainability_accuracy` -- paper Eq. (1): the mean test accuracy over the ``N``
+  retraining epochs of the first LR stage, which starts after warm-up (``N`` and the start:
+  :meth:`prunebench.schedule.Schedule.first_stage`).
 
 How the Jacobian is computed (exact, vectorised with :mod:`torch.func`, no Python loop over
 samples or classes; the only loop is over chunks of samples, to bound memory):
@@ -251,21 +251,29 @@ def layer_isometry(model: nn.Module) -> dict[str, dict[str, float]]:
     return out
 
 
-def trainability_accuracy(history: list[dict], n: int, key: str = "test_acc") -> float | None:
-    """Paper Eq. (1): the mean of ``key`` over retraining epochs ``1..n``.
+def trainability_accuracy(
+    history: list[dict], n: int, key: str = "test_acc", start: int = 0
+) -> float | None:
+    """Paper Eq. (1): the mean of ``key`` over retraining epochs ``start + 1 .. start + n``.
+
+    ``start`` is the number of retraining epochs before the first LR stage (the warm-up
+    epochs; :meth:`prunebench.schedule.Schedule.first_stage` gives ``(start, n)``), so the
+    default ``start=0`` averages epochs ``1..n``.
 
     Only rows whose ``phase`` is ``"retrain"`` (or its alias ``"finetune"``), or that have
     no ``phase``, count; ``epoch`` is 1-based (a row without one takes its position among
     the counted rows). When an epoch appears twice (a resumed run), the later row wins.
-    Returns None when any of epochs ``1..n`` is missing or has no ``key`` value.
+    Returns None when any of those ``n`` epochs is missing or has no ``key`` value.
     """
-    if not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} is invalid; expected an int >= 1")
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"start={start!r} is invalid; expected an int >= 0")
     by_epoch: dict[int, Any] = {}
     rows = [r for r in history if r.get("phase", "retrain") in RETRAIN_PHASES]
     for pos, row in enumerate(rows, start=1):
         by_epoch[int(row.get("epoch", pos))] = row.get(key)
-    values = [by_epoch.get(epoch) for epoch in range(1, n + 1)]
+    values = [by_epoch.get(epoch) for epoch in range(start + 1, start + n + 1)]
     if any(v is None for v in values):
         return None
     return sum(float(v) for v in values) / n

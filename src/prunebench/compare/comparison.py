@@ -103,14 +103,15 @@ def load_fingerprints(
         if len(set(ids)) != len(ids):
             raise CompareError("a run is named twice")
         for rid in ids:
-            res = (rows.get(rid) or {}).get("result") or {}
-            if res.get("status") != "done":
-                raise CompareError(f"run {rid!r} is not finished: nothing to compare")
+            rec = (rows.get(rid) or {}).get("record")
+            if rec is None or not rec.finished:
+                status = rec.status if rec is not None else "unfinished"
+                raise CompareError(f"run {rid!r} is not finished ({status}): nothing to compare")
         selected = [rows[i] for i in ids]
     else:
         selected = [
             r for r in rows.values()
-            if (r.get("result") or {}).get("status") == "done"
+            if r.get("record") is not None and r["record"].finished
             and (r["id"] in picks or r["id"] not in members)
         ]
     selected = [r for r in selected if matches(r["recipe"], filters)]
@@ -157,18 +158,27 @@ def configurations(fps: list[Fingerprint]) -> list[Config]:
     for same in by_label.values():
         if len(same) < 2:
             continue
-        keys = [k for k in _LABEL_FIELDS
-                if len({str(getattr(c.runs[0], k)) for c in same}) > 1]
         for c in same:
-            extra = ", ".join(f"{k}={getattr(c.runs[0], k)}" for k in keys) or c.key[:6]
-            c.label = f"{c.label} ({extra})"
+            c.label = f"{c.label} ({_distinguish(c, same)})"
     return configs
 
 
 #: fingerprint fields that tell apart configurations with one method label
-_LABEL_FIELDS = ("prune_config", "prune_epochs", "prune_lr", "retrain_epochs", "retrain_lr",
-                 "batch_size", "weight_decay", "momentum", "nesterov", "augment", "dataset",
-                 "model", "split")
+_LABEL_FIELDS = ("pruned_at", "prune_epochs", "prune_lr", "retrain_epochs", "retrain_lr",
+                 "dataset", "model", "split")
+
+
+def _distinguish(c: Config, same: list[Config]) -> str:
+    """What sets ``c`` apart from the other configurations with its label (short)."""
+    f = c.runs[0]
+    parts = [f"{k}={getattr(f, k)}" for k in _LABEL_FIELDS
+             if len({str(getattr(o.runs[0], k)) for o in same}) > 1]
+    for attr in ("method", "recipe"):
+        mine = dict(getattr(f, attr))
+        for k, v in mine.items():
+            if len({dict(getattr(o.runs[0], attr)).get(k) for o in same}) > 1:
+                parts.append(f"{k.split('.', 1)[-1]}={v}")
+    return ", ".join(parts) or c.key[:6]
 
 
 def _pairs(x: Config, y: Config) -> list[tuple[Fingerprint, Fingerprint]]:

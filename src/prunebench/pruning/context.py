@@ -70,7 +70,32 @@ Criterion = Callable[[nn.Module, PruneContext], torch.Tensor]
 
 CRITERIA: Registry[Criterion] = Registry("criterion")
 
+#: names of the registered criteria that score from training data (``ctx.batches``)
+_NEEDS_DATA: set[str] = set()
 
-def register_criterion(name: str, *, doc: str | None = None) -> Callable[[Criterion], Criterion]:
-    """Register ``fn(module, ctx) -> scores`` under ``name`` (thin wrapper over CRITERIA)."""
-    return CRITERIA.register(name, doc=doc)
+
+def register_criterion(
+    name: str, *, doc: str | None = None, needs_data: bool = False
+) -> Callable[[Criterion], Criterion]:
+    """Register ``fn(module, ctx) -> scores`` under ``name`` (thin wrapper over CRITERIA).
+
+    ``needs_data=True`` declares a data-driven criterion: the pruning stage then hands it
+    ``prune.batches`` shuffled training batches as ``ctx.batches`` (else ``None``).
+    """
+    register = CRITERIA.register(name, doc=doc)
+
+    def deco(fn: Criterion) -> Criterion:
+        out = register(fn)
+        if needs_data:
+            _NEEDS_DATA.add(name)
+        else:
+            _NEEDS_DATA.discard(name)
+        return out
+
+    return deco
+
+
+def criterion_needs_data(name: str) -> bool:
+    """Whether the registered criterion ``name`` scores from data (RegistryError if unknown)."""
+    CRITERIA.get(name)
+    return name in _NEEDS_DATA

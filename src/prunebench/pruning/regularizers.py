@@ -17,9 +17,16 @@ included)::
 
 i.e. 0 for the first ``update_interval`` steps, then ``+reg_granularity`` every
 ``update_interval`` steps, capped at ``reg_ceiling`` (defaults 1e-4, 5, 1.0: the ceiling is
-reached after 50 000 steps). ``finished`` becomes True at the first step whose ``lam``
-equals the ceiling; the penalty keeps being applied at the ceiling afterwards (the
-authors' "stabilize_reg" phase) until the stage ends.
+reached after 50 000 steps: :func:`steps_to_ceiling`). ``finished`` becomes True at the
+first step whose ``lam`` equals the ceiling; the penalty keeps being applied at the ceiling
+afterwards (the authors' "stabilize_reg" phase) until the stage ends.
+
+The stopping rule (the authors' code; applied by the pipeline's ``greg``/``tpp`` schedules,
+:mod:`prunebench.pruning.schedules`): the phase needs :func:`steps_needed` =
+``steps_to_ceiling + 1 + stabilize_interval`` optimiser steps (the growth, the first
+step at the ceiling, then ``stabilize_interval`` more steps at the ceiling: the authors'
+``--stabilize_reg_interval``, 40 000 by default there) and stops at the end of the epoch
+in which that many steps are done; only then are the filters removed.
 
 Notation per regularised layer: ``W`` its weight reshaped to ``(N, D)`` (N filters /
 neurons), ``P`` the rows to prune, ``K`` the rows to keep, ``m`` the 0/1 keep vector
@@ -28,13 +35,14 @@ parameters of the BatchNorm whose channels follow the layer's outputs (if any).
 
 **GReg-1** (Wang, Qin, Zhang, Fu, "Neural Pruning via Growing Regularization", ICLR 2021)::
 
-    L_GReg = lam/2 * sum_layers ( ||W_P||_F^2 + ||b_P||^2 + ||gamma_P||^2 + ||beta_P||^2 )
+    L_GReg = lam/2 * sum_layers ( ||W_P||_F^2 + [ ||b_P||^2 ] + [ ||gamma_P||^2 + ||beta_P||^2 ] )
 
 so ``after_backward`` adds ``lam * x`` to the gradient of each penalised row/entry ``x``.
-Kept filters get nothing: their gradients are left exactly as the loss made them. The
-bias and BN terms follow the authors' later code (the TPP repository's ``_apply_reg``,
-whose ``--weight_reg``/``--bn_reg`` default on); the ICLR 2021 paper penalises only the
-conv/linear weights: pass ``penalize_bias=False, penalize_bn=False`` for that. Penalising
+Kept filters get nothing: their gradients are left exactly as the loss made them. By
+default only the conv/linear weights are penalised, as in the ICLR 2021 paper and the
+authors' GReg code; the bracketed bias and BN terms are opt-in (``penalize_bias=True``,
+``penalize_bn=True``; recipe ``prune.reg_bias_bn: true``), as in the authors' later TPP
+repository (its ``_apply_reg``, whose ``--weight_reg``/``--bn_reg`` default on). Penalising
 the BN affine parameters matters in practice: a BN layer in training mode rescales the
 output of a near-zero filter back to unit variance, so only ``gamma, beta -> 0`` make the
 channel really silent.
@@ -103,7 +111,37 @@ __all__ = [
     "precomputed_criterion",
     "remove_selected",
     "select_filters",
+    "steps_needed",
+    "steps_to_ceiling",
 ]
+
+
+def _ceiling_updates(reg_granularity: float, reg_ceiling: float) -> int:
+    """Increments after which ``lam`` reaches the ceiling (integer: no float drift)."""
+    return max(1, math.ceil(float(reg_ceiling) / float(reg_granularity) - 1e-9))
+
+
+def steps_to_ceiling(reg_granularity: float, update_interval: int, reg_ceiling: float) -> int:
+    """The 0-based step at which ``lam`` first equals ``reg_ceiling`` (= steps before it).
+
+    >>> steps_to_ceiling(1e-4, 5, 1.0)
+    50000
+    """
+    return _ceiling_updates(reg_granularity, reg_ceiling) * int(update_interval)
+
+
+def steps_needed(
+    reg_granularity: float, update_interval: int, reg_ceiling: float, stabilize_interval: int = 0
+) -> int:
+    """Optimiser steps the pruning phase needs: the growth, the first step at the ceiling,
+    then ``stabilize_interval`` more steps at the ceiling.
+
+    >>> steps_needed(0.25, 3, 1.0, stabilize_interval=4)  # ceiling at step 12, then 4 more
+    17
+    """
+    return steps_to_ceiling(reg_granularity, update_interval, reg_ceiling) + 1 + int(
+        stabilize_interval
+    )
 
 
 # --------------------------------------------------------------------------- selection
@@ -351,7 +389,7 @@ class GrowingRegularizer(StepHooks):
         self.penalize_bias = bool(penalize_bias)
         self.penalize_bn = bool(penalize_bn)
         # Number of increments after which lam reaches the ceiling (integer: no float drift).
-        self.n_updates = max(1, math.ceil(self.reg_ceiling / self.reg_granularity - 1e-9))
+        self.n_updates = _ceiling_updates(self.reg_granularity, self.reg_ceiling)
         self.layers = self._check_selection(model, selection)
         self._index_cache: dict[tuple[str, str, torch.device], torch.Tensor] = {}
         self.step: int | None = None
@@ -520,13 +558,35 @@ class GReg(GrowingRegularizer):
     """Growing regularisation, GReg-1 (Wang, Qin, Zhang, Fu, ICLR 2021).
 
     ``after_backward`` adds ``lam * x`` to the gradient of every pruned filter's weight
-    row, bias entry and following-BN gamma/beta (see the module docstring for the loss,
-    the ``lam`` schedule and the ``penalize_bias`` / ``penalize_bn`` switches). Kept
-    filters get no penalty. ``finished`` turns True at the step ``lam`` reaches
-    ``reg_ceiling``; the penalty stays at the ceiling afterwards.
+    row, and, only when asked (``penalize_bias`` / ``penalize_bn``, off by default as in
+    the authors' GReg code), of its bias entry and following-BN gamma/beta (see the module
+    docstring for the loss and the ``lam`` schedule). Kept filters get no penalty.
+    ``finished`` turns True at the step ``lam`` reaches ``reg_ceiling``; the penalty stays
+    at the ceiling afterwards.
     """
 
     kind = "greg"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        selection: Selection,
+        *,
+        reg_granularity: float = 1e-4,
+        update_interval: int = 5,
+        reg_ceiling: float = 1.0,
+        penalize_bias: bool = False,
+        penalize_bn: bool = False,
+    ) -> None:
+        super().__init__(
+            model,
+            selection,
+            reg_granularity=reg_granularity,
+            update_interval=update_interval,
+            reg_ceiling=reg_ceiling,
+            penalize_bias=penalize_bias,
+            penalize_bn=penalize_bn,
+        )
 
 
 class TPP(GrowingRegularizer):
@@ -536,7 +596,9 @@ class TPP(GrowingRegularizer):
     ``lam * gram_weight / N^2 * ||(W W^T) ⊙ (1 - m m^T)||_F^2`` (the MSE between the Gram
     matrix and its target with pruned rows and columns zeroed), plus the L2 term on the
     pruned filters (``weight_l2``, with their biases) and on the following BN's gamma/beta
-    (``penalize_bn``). See the module docstring for the exact loss and gradient.
+    (``penalize_bn``); all on by default as in the authors' code (recipe:
+    ``prune.tpp_gram_weight``, ``prune.tpp_weight_l2``, ``prune.tpp_bn_reg``). See the
+    module docstring for the exact loss and gradient.
     """
 
     kind = "tpp"

@@ -4,11 +4,15 @@ Wang et al., "Why is the State of Neural Network Pruning so Confusing?" (arXiv
 2301.05219), section 1 and section 4, after Liu et al., "Rethinking the Value of Network
 Pruning" (ICLR 2019):
 
-* Scratch-E trains the pruned architecture from scratch for as many epochs as
-  pretraining plus retraining: ``K1 + K2``.
-* Scratch-B spends the same FLOPs: ``K1 * F1 / F2 + K2`` epochs, ``F1``/``F2`` the per-image
-  FLOPs (MACs, :func:`prunebench.models.count_macs`) of the dense and the pruned model.
-  The pretraining step schedule is stretched to the longer run.
+* Scratch-E trains the pruned architecture from scratch for as many epochs as the dense
+  model was trained: ``K1`` (200 in the paper's Tables 6/7, appendix C).
+* Scratch-B spends the dense model's training FLOPs: ``K1 * F1 / F2`` epochs, ``F1``/``F2``
+  the per-image FLOPs (MACs, :func:`prunebench.models.count_macs`) of the dense and the
+  pruned model. The pretraining step schedule is stretched to the longer run.
+* Total-budget scratch (the SX-A-fair baseline of Mystery 2): as many epochs as the
+  pruning pipeline in total, ``K1 + Kp + K2`` (``x + y`` for PxFy; ``Kp`` the pruning
+  phase's epochs); its FLOPs analogue (SX-B-fair) ``(K1 + Kp) * F1 / F2 + K2``.
+* A scratch run's own budget never includes the dense pretraining (it does not use it).
 * ``PxFy, lr``: prune at epoch ``x`` of the dense run, retrain ``y`` epochs from LR ``lr``;
   the retraining schedule divides the LR by 10 per stage down to 1e-5, each stage but the
   last half of the remaining epochs, at most 30 (:func:`pxfy_schedule`).
@@ -21,7 +25,22 @@ import math
 from prunebench.errors import RecipeError
 from prunebench.schedule import Schedule, parse_schedule
 
-__all__ = ["pxfy_schedule", "scratch_b_epochs", "scratch_b_schedule", "scratch_e_epochs"]
+__all__ = [
+    "BUDGETS",
+    "pxfy_schedule",
+    "scratch_b_epochs",
+    "scratch_b_schedule",
+    "scratch_budget_epochs",
+    "scratch_e_epochs",
+]
+
+#: ``retrain.budget`` values: what a scratch run's epochs are matched to
+BUDGETS = {
+    "E": "Scratch-E: the dense model's epochs, K1",
+    "B": "Scratch-B: the dense model's training FLOPs, K1*F1/F2 epochs",
+    "total": "the pipeline's total epochs, K1 + Kp + K2 (SX-A-fair)",
+    "total_flops": "the pipeline's total training FLOPs, (K1 + Kp)*F1/F2 + K2 (SX-B-fair)",
+}
 
 
 def _epochs(value: int, what: str, minimum: int = 0) -> int:
@@ -38,32 +57,55 @@ def _positive(value: float, what: str) -> float:
     return float(value)
 
 
-def scratch_e_epochs(pretrain_epochs: int, retrain_epochs: int) -> int:
-    """Scratch-E epochs: the same total as pretraining + retraining, ``K1 + K2``.
+def scratch_e_epochs(dense_epochs: int) -> int:
+    """Scratch-E epochs: as many as the dense model was trained, ``K1``.
 
-    >>> scratch_e_epochs(200, 120)
-    320
+    >>> scratch_e_epochs(200)
+    200
     """
-    return _epochs(pretrain_epochs, "pretraining epochs") + _epochs(
-        retrain_epochs, "retraining epochs"
-    )
+    return _epochs(dense_epochs, "dense epochs", 1)
 
 
-def scratch_b_epochs(k1: int, f1: float, f2: float, k2: int) -> int:
-    """Scratch-B epochs: the same FLOPs budget, ``K1 * F1 / F2 + K2`` rounded to nearest.
+def scratch_b_epochs(k1: int, f1: float, f2: float, k2: int = 0) -> int:
+    """Epochs that spend ``K1 * F1 / F2 + K2`` epochs' worth of the pruned model's FLOPs,
+    rounded to nearest (Python's ``round``: halves to even). Scratch-B is ``k2 = 0``: the
+    dense model's training FLOPs; ``k2`` > 0 adds epochs already at the pruned cost (the
+    total-FLOPs budget of a pipeline).
 
-    ``k1``/``k2``: pretraining/retraining epochs; ``f1``/``f2``: per-image FLOPs (or MACs,
-    only the ratio matters) of the dense and the pruned model. Rounding is Python's
-    ``round`` (to the nearest int, halves to even). ResNet-56 at PR 0.5:
+    ``k1``: epochs at the dense cost; ``f1``/``f2``: per-image FLOPs (or MACs, only the ratio
+    matters) of the dense and the pruned model. ResNet-56 at PR 0.5:
 
+    >>> scratch_b_epochs(200, 125.49e6, 62.96e6)
+    399
     >>> scratch_b_epochs(200, 125.49e6, 62.96e6, 120)
     519
     """
-    k1 = _epochs(k1, "pretraining epochs")
+    k1 = _epochs(k1, "dense epochs")
     k2 = _epochs(k2, "retraining epochs")
     f1 = _positive(f1, "dense FLOPs")
     f2 = _positive(f2, "pruned FLOPs")
-    return round(k1 * f1 / f2 + k2)
+    return max(1, round(k1 * f1 / f2 + k2))
+
+
+def scratch_budget_epochs(
+    budget: str, *, dense_epochs: int, used_epochs: int, prune_epochs: int,
+    retrain_epochs: int, f1: float, f2: float,
+) -> int:
+    """The epochs of a scratch run with ``budget`` (see :data:`BUDGETS`).
+
+    ``dense_epochs``: K1, the dense schedule's length; ``used_epochs``: the pretraining
+    epochs the pipeline it is matched to used (``x`` for PxFy, else K1); ``prune_epochs``:
+    that pipeline's pruning-phase epochs (dense cost); ``retrain_epochs``: K2.
+    """
+    if budget == "E":
+        return scratch_e_epochs(dense_epochs)
+    if budget == "B":
+        return scratch_b_epochs(dense_epochs, f1, f2)
+    if budget == "total":
+        return _epochs(used_epochs + prune_epochs + retrain_epochs, "total epochs", 1)
+    if budget == "total_flops":
+        return scratch_b_epochs(used_epochs + prune_epochs, f1, f2, retrain_epochs)
+    raise RecipeError(f"bad retrain.budget {budget!r}: allowed {', '.join(BUDGETS)}")
 
 
 def scratch_b_schedule(schedule: Schedule | str, k1: int, total_epochs: int) -> Schedule:

@@ -78,8 +78,11 @@ def render(studies: list[StudyData], fmt: str, against: str | None = None) -> st
     if fmt == "md":
         head = []
         for s in studies:
+            flag = (" (⚠ a declared or claimed setup is not met: see the setups table)"
+                    if s.setup_flagged else "")
             head.append(f"## {s.title} [{s.key}]\n\nData: **{s.data_label}** · setup "
-                        f"**{s.setup}** · reproduce: `{s.command}`\n")
+                        f"(computed from the runs) **{s.setup_summary()}**{flag} · "
+                        f"reproduce: `{s.command}`\n")
         return "\n".join(head + [to_markdown(t) for t in tables] + notes)
     if fmt == "latex":
         return ("% needs \\usepackage{booktabs}\n" + "\n".join(to_latex(t) for t in tables)

@@ -1,8 +1,20 @@
-"""Loading a study for reporting: its manifest, every cell's run (recipe, result, metrics).
+"""Loading a study for reporting: its manifest, every cell's run (recipe, record, metrics).
 
-Everything here is plain data (dataclasses over the JSON the runner and pipeline wrote);
+Everything here is plain data (dataclasses over what the runner and pipeline wrote; each
+run's result is its typed :class:`prunebench.record.RunRecord`, parsed once by the store);
 tables, figures and the HTML page only read it. A run that is missing (an interrupted
 study) leaves its cell empty rather than failing the report.
+
+**Setups are computed, never taken on trust.** A study YAML may *declare* the setup its
+rows share (``setup: S3.1``) and a row label may *claim* one (``"P30F90 LR 0.01 (S4.2)"``).
+:meth:`StudyData.column_setups` computes, per column (one ratio: the cells meant to be
+compared), the setup every row's runs actually share, from their fingerprints
+(:func:`prunebench.compare.setups.group_satisfied`), seed by seed (runs of different seeds
+never share a base model) and intersected over the seeds; :meth:`StudyData.row_setups`
+computes what each row shares with the study's first row in that column. Both are
+:class:`SetupCheck` objects that put the declaration or claim beside the computed setup
+and say whether it is met. Every output (terminal, Markdown, LaTeX, CSV, HTML, the card)
+shows these; a run that is missing or unfinished is skipped and listed.
 """
 
 from __future__ import annotations
@@ -15,7 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prunebench.compare.calibrate import calibrated_picks
+from prunebench.compare.errors import CompareError
+from prunebench.compare.fingerprint import Fingerprint, fingerprint
+from prunebench.compare.setups import (
+    SETUPS,
+    group_satisfied,
+    satisfied_setups,
+    setup_label,
+)
 from prunebench.errors import PrunebenchError, StoreError
+from prunebench.record import RunRecord
 from prunebench.store import RunStore
 
 
@@ -25,19 +47,53 @@ class ReportError(PrunebenchError):
 
 @dataclass
 class RunData:
-    """One finished run: its effective recipe, result.json and per-epoch metrics."""
+    """One stored run: its effective recipe, typed record and per-epoch metrics."""
 
     id: str
     recipe: dict[str, Any]
-    result: dict[str, Any]
+    record: RunRecord
     metrics: list[dict[str, Any]]
     #: the study's full-length dense run of this seed (manifest ``dense_runs``), if any
     reference_dense: float | None = None
+    #: the run's calibration (``{signature, chosen_lr}``) when it is a calibrated pick
+    calibration: dict[str, Any] | None = None
+    _fp: Fingerprint | str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def row(self) -> dict[str, Any]:
+        """The run as a store row (``id``, ``recipe``, ``record``): what compare reads."""
+        return {"id": self.id, "recipe": self.recipe, "record": self.record,
+                "metrics": self.metrics}
+
+    @property
+    def result(self) -> dict[str, Any]:
+        """The record as ``result.json`` holds it (read-only JSON view for callers outside
+        the report; the report itself reads the typed :attr:`record`)."""
+        return self.record.to_json()
+
+    @property
+    def finished(self) -> bool:
+        return self.record.finished
+
+    @property
+    def fingerprint(self) -> Fingerprint | None:
+        """The run's setup fingerprint; ``None`` when it is not comparable (unfinished)."""
+        if self._fp is None:
+            try:
+                self._fp = fingerprint(self.row, calibration=self.calibration)
+            except CompareError as exc:
+                self._fp = str(exc)
+        return self._fp if isinstance(self._fp, Fingerprint) else None
+
+    @property
+    def not_comparable(self) -> str | None:
+        """Why the run has no fingerprint (``None`` when it has one)."""
+        return None if self.fingerprint is not None else str(self._fp)
 
     @property
     def test_acc(self) -> float | None:
         """Final-epoch top-1 test accuracy (%), never the best epoch."""
-        return _num(self.result.get("test_acc"))
+        return _num(self.record.test_acc)
 
     @property
     def dense_acc(self) -> float | None:
@@ -46,35 +102,54 @@ class RunData:
         else the run's own base model."""
         if self.reference_dense is not None:
             return self.reference_dense
-        return _num((self.result.get("dense") or {}).get("test_acc"))
+        return _num(self.record.dense.test_acc)
 
     @property
     def pruned_acc(self) -> float | None:
         """Accuracy right after pruning, before retraining."""
-        return _num((self.result.get("pruned") or {}).get("test_acc"))
+        p = self.record.pruned
+        return None if p is None else _num(p.test_acc)
 
     @property
     def ta(self) -> float | None:
         """Trainability accuracy (paper Eq. 1) on the test set, when measured."""
-        return _num((self.result.get("ta") or {}).get("test"))
+        ta = self.record.ta
+        return None if ta is None else _num(ta.test)
 
     @property
     def ta_epochs(self) -> int | None:
-        return (self.result.get("ta") or {}).get("epochs")
+        ta = self.record.ta
+        return None if ta is None else ta.epochs
 
     @property
     def param_sparsity(self) -> float | None:
-        return _num((self.result.get("pruned") or {}).get("param_sparsity"))
+        """The compression rate (%): non-zero sparsity for masked runs, else from shapes."""
+        p = self.record.pruned
+        return None if p is None else _num(p.rate_sparsity)
 
     @property
     def speedup(self) -> float | None:
-        return _num((self.result.get("pruned") or {}).get("speedup"))
+        """Speedup from removed structure (``None`` for masked runs: zeros do not speed up)."""
+        p = self.record.pruned
+        return None if p is None else _num(p.rate_speedup)
 
     @property
     def retrain_lr(self) -> str | None:
         """The effective retraining LR schedule string (standard form)."""
-        eff = (self.result.get("retrain") or {}).get("lr")
-        return str(eff) if eff is not None else _get(self.recipe, "retrain.lr")
+        eff = self.record.retrain
+        if eff is not None and eff.lr is not None:
+            return str(eff.lr)
+        declared = _get(self.recipe, "retrain.lr")
+        return None if declared is None else str(declared)
+
+    @property
+    def retrain_init(self) -> str | None:
+        """The effective retraining initialisation (``inherit``, ``scratch``, ``orthp``...)."""
+        eff = self.record.retrain
+        if eff is not None and eff.init is not None:
+            return str(eff.init)
+        declared = _get(self.recipe, "retrain.init")
+        return None if declared is None else str(declared)
 
     def curve(self, key: str, phase: str = "retrain") -> list[tuple[int, float]]:
         """(epoch, value) of one metric over one phase's epochs (values that are numbers)."""
@@ -84,6 +159,91 @@ class RunData:
             if m.get("phase") == phase and v is not None and m.get("epoch") is not None:
                 out.append((int(m["epoch"]), v))
         return out
+
+
+_SETUP_TOKEN = re.compile(r"SX-[AB]|S\d(?:\.\d)?", re.IGNORECASE)
+
+
+def setup_tokens(text: str | None) -> list[str]:
+    """The setup names in a declaration or a row label's parentheses, e.g. ``"S4.2"``."""
+    if not text:
+        return []
+    return [next(s for s in SETUPS if s.lower() == t.lower())
+            for t in _SETUP_TOKEN.findall(text) if t.lower() in {s.lower() for s in SETUPS}]
+
+
+def label_claim(label: str) -> str | None:
+    """The setup a row label claims in its last parentheses (``"P30F90 LR 0.01 (S4.2)"``
+    -> ``"S4.2"``), or ``None``."""
+    m = re.search(r"\(([^()]*)\)\s*$", label)
+    if not m or not setup_tokens(m.group(1)):
+        return None
+    return " ".join(setup_tokens(m.group(1)))
+
+
+@dataclass
+class SetupCheck:
+    """The setup a set of runs *actually* shares, beside what was declared or claimed.
+
+    ``computed``: the setups every seed-matched comparison met (intersected over seeds);
+    ``None`` when there was nothing to compare (no seed with two finished runs).
+    ``declared``: the study's ``setup:`` or the row label's claim (``None``: none made).
+    ``skipped``: the runs left out (missing or unfinished), said so in the text.
+    """
+
+    computed: list[str] | None
+    declared: str | None = None
+    skipped: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)  # the seeds compared
+    word: str = "declared"  # "declared" (study) or "label claims" (row)
+    reference: bool = False  # the row the others are compared with
+
+    @property
+    def label(self) -> str:
+        """``"S3.1 +SX-A"``, ``"none (not even S1)"`` or ``"not computed"``."""
+        return "not computed" if self.computed is None else setup_label(self.computed)
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the declaration holds (``None``: none made, or nothing to check)."""
+        tokens = setup_tokens(self.declared)
+        if not tokens or self.computed is None:
+            return None
+        return all(t in self.computed for t in tokens)
+
+    @property
+    def flagged(self) -> bool:
+        return self.met is False
+
+    @property
+    def verdict(self) -> str:
+        if self.declared is None:
+            return ""
+        m = self.met
+        return ("met" if m else "not met" if m is False
+                else "unchecked: nothing to compare" if self.computed is None
+                else "unchecked: not a setup name")
+
+    @property
+    def text(self) -> str:
+        """E.g. ``"computed S2 (declared S3.1: not met)"``, ``"computed S3.1 (declared
+        S3.1: met)"``, ``"reference"``, with ``"; skipped: ..."`` for runs left out."""
+        if self.reference:
+            out = "reference"
+        elif self.computed is None:
+            out = "not computed (no seed with two finished runs)"
+        else:
+            out = f"computed {self.label}"
+        if self.declared is not None and not self.reference:
+            out += f" ({self.word} {self.declared}: {self.verdict})"
+        if self.skipped:
+            out += f"; skipped {len(self.skipped)}: {', '.join(self.skipped)}"
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"computed": self.computed, "label": self.label, "declared": self.declared,
+                "met": self.met, "seeds": self.seeds, "skipped": self.skipped,
+                "text": self.text}
 
 
 @dataclass
@@ -103,6 +263,9 @@ class StudyData:
     path: Path
     manifest: dict[str, Any]
     cells: list[CellData] = field(default_factory=list)
+    #: the run store the cells' runs are in
+    store: Path | None = None
+    _setups: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # -- manifest fields ------------------------------------------------------------------
     @property
@@ -131,8 +294,11 @@ class StudyData:
         return str(self.manifest.get("note") or "")
 
     @property
-    def setup(self) -> str:
-        return str(self.manifest.get("setup") or "unstated")
+    def declared_setup(self) -> str | None:
+        """The setup the study YAML declares for its rows (a claim: see
+        :meth:`column_setups` for what the runs share)."""
+        v = self.manifest.get("setup")
+        return None if v in (None, "") else str(v)
 
     @property
     def rows(self) -> list[str]:
@@ -186,9 +352,117 @@ class StudyData:
         return runs[0] if runs else None
 
     @property
+    def run_ids(self) -> list[str]:
+        """Every cell's run id (once each), in manifest order, loaded or not."""
+        return list(dict.fromkeys(c.run_id for c in self.cells))
+
+    # -- setups, computed from the runs ---------------------------------------------------
+    def _cell_fps(self, column: str, seed: int) -> tuple[dict[str, Fingerprint],
+                                                          dict[str, str]]:
+        """``({row: fingerprint}, {row: why it was skipped})`` of one column and seed."""
+        fps: dict[str, Fingerprint] = {}
+        skipped: dict[str, str] = {}
+        for c in self.cells:
+            if c.column != column or c.seed != seed or c.row in fps:
+                continue
+            if c.run is None:
+                skipped[c.row] = f"{c.row} seed {seed} (run {c.run_id} missing)"
+            elif c.run.fingerprint is None:
+                skipped[c.row] = (f"{c.row} seed {seed} (run {c.run_id} unfinished: "
+                                  f"status {c.run.record.status})")
+            else:
+                fps[c.row] = c.run.fingerprint
+        return fps, skipped
+
+    def column_setups(self) -> dict[str, SetupCheck]:
+        """Per column: the setup the runs of all its rows actually share (every pair of one
+        seed, intersected over the seeds), beside the study's declared setup."""
+        if "columns" not in self._setups:
+            out: dict[str, SetupCheck] = {}
+            for col in self.columns:
+                common: set[str] | None = None
+                seeds: list[int] = []
+                skipped: list[str] = []
+                for seed in self.seeds:
+                    fps, sk = self._cell_fps(col, seed)
+                    skipped += sk.values()
+                    if len(fps) < 2:
+                        continue
+                    sat = set(group_satisfied(list(fps.values())))
+                    common = sat if common is None else common & sat
+                    seeds.append(seed)
+                computed = None if common is None else [s for s in SETUPS if s in common]
+                out[col] = SetupCheck(computed, self.declared_setup, skipped, seeds)
+            self._setups["columns"] = out
+        return dict(self._setups["columns"])
+
+    def row_setups(self) -> dict[tuple[str, str], SetupCheck]:
+        """Per (row, column): the setup the row's runs share with the study's first row's
+        runs of the same seed (intersected over seeds), beside the setup the row label
+        claims in parentheses (``"P30F90 LR 0.01 (S4.2)"``). The first row is the
+        reference."""
+        if "rows" not in self._setups:
+            out: dict[tuple[str, str], SetupCheck] = {}
+            ref = self.rows[0] if self.rows else None
+            for col in self.columns:
+                per_seed = {seed: self._cell_fps(col, seed) for seed in self.seeds}
+                for row in self.rows:
+                    claim = label_claim(row)
+                    skipped = [sk[r] for _, sk in per_seed.values() for r in dict.fromkeys(
+                        [row, ref]) if r in sk]
+                    if row == ref:
+                        out[(row, col)] = SetupCheck(None, claim, skipped, word="label claims",
+                                                     reference=True)
+                        continue
+                    common: set[str] | None = None
+                    seeds: list[int] = []
+                    for seed, (fps, _) in per_seed.items():
+                        if row in fps and ref in fps:
+                            sat = set(satisfied_setups(fps[ref], fps[row]))
+                            common = sat if common is None else common & sat
+                            seeds.append(seed)
+                    computed = None if common is None else [s for s in SETUPS if s in common]
+                    out[(row, col)] = SetupCheck(computed, claim, skipped, seeds,
+                                                 word="label claims")
+            self._setups["rows"] = out
+        return dict(self._setups["rows"])
+
+    def setup_summary(self) -> str:
+        """One line for headings: the computed setup of the columns (per column when they
+        differ), with the declaration beside it, e.g. ``"computed S2 (declared S3.1: not
+        met)"`` or ``"PR 0.3: computed S3.1; PR 0.5: computed S2 (declared S3.1: not met
+        in PR 0.5)"``."""
+        checks = self.column_setups()
+        if not checks:
+            return ("no columns" + (f" (declared {self.declared_setup}: unchecked)"
+                                    if self.declared_setup else ""))
+        labels = {c.label for c in checks.values()}
+        if len(labels) == 1:
+            text = "computed " + next(iter(labels))
+        else:
+            text = "; ".join(f"{col}: computed {c.label}" for col, c in checks.items())
+        if self.declared_setup is not None:
+            bad = [col for col, c in checks.items() if c.flagged]
+            if bad:
+                where = "" if len(bad) == len(checks) else f" in {', '.join(bad)}"
+                text += f" (declared {self.declared_setup}: not met{where})"
+            elif all(c.met for c in checks.values()):
+                text += f" (declared {self.declared_setup}: met)"
+            else:
+                text += f" (declared {self.declared_setup}: unchecked)"
+        return text
+
+    @property
+    def setup_flagged(self) -> bool:
+        """Whether a declared or claimed setup is not met somewhere."""
+        return (any(c.flagged for c in self.column_setups().values())
+                or any(c.flagged for c in self.row_setups().values()))
+
+    @property
     def data_source(self) -> str:
         r = self.first()
-        return str(((r.result.get("data") or {}).get("source")) if r else "") or "unknown"
+        source = r.record.data.source if r is not None else None
+        return str(source) if source else "unknown"
 
     @property
     def data_label(self) -> str:
@@ -198,7 +472,8 @@ class StudyData:
     @property
     def data_checksum(self) -> str:
         r = self.first()
-        return str((r.result.get("data") or {}).get("checksum") or "") if r else ""
+        checksum = r.record.data.checksum if r is not None else None
+        return str(checksum) if checksum else ""
 
     @property
     def model(self) -> str:
@@ -215,7 +490,7 @@ class StudyData:
         """Mean dense (pretrained) accuracy over the distinct base models."""
         accs = {}
         for r in self.all_runs:
-            key = (r.result.get("stages") or {}).get("pretrain", r.id)
+            key = r.record.stages.get("pretrain", r.id)
             if r.dense_acc is not None:
                 accs[key] = r.dense_acc
         return statistics.fmean(accs.values()) if accs else None
@@ -301,6 +576,10 @@ def load_study_data(manifest: str | Path, store: str | Path | None = None) -> St
     root = Path(store) if store is not None else (
         path.parent.parent if path.parent.name == "studies" else path.parent)
     rs = RunStore(root)
+    try:
+        picks, _ = calibrated_picks(root)
+    except (PrunebenchError, OSError, ValueError):
+        picks = {}
     loaded: dict[str, RunData | None] = {}
     cells = []
     for c in m["cells"]:
@@ -308,18 +587,23 @@ def load_study_data(manifest: str | Path, store: str | Path | None = None) -> St
         if rid not in loaded:
             try:
                 raw = rs.load(rid)
-                loaded[rid] = None if raw["result"] is None else RunData(
-                    raw["id"], raw["recipe"] or {}, raw["result"], raw["metrics"] or [])
+                rec = raw["record"]
+                loaded[rid] = None if rec is None else RunData(
+                    raw["id"], raw["recipe"] or {}, rec, raw["metrics"] or [],
+                    calibration=picks.get(raw["id"]))
             except (StoreError, OSError, ValueError):
                 loaded[rid] = None
         cells.append(CellData(str(c.get("row")), str(c.get("column")), c.get("value"),
                               int(c.get("seed", 0)), rid, loaded[rid]))
     refs: dict[int, float] = {}
     for seed, rid in (m.get("dense_runs") or {}).items():
-        res = rs.result(str(rid)) or {}
-        if _num(res.get("test_acc")) is not None:
-            refs[int(seed)] = float(res["test_acc"])
+        try:
+            rec = rs.result(str(rid))
+        except StoreError:
+            rec = None
+        if rec is not None and rec.finished and _num(rec.test_acc) is not None:
+            refs[int(seed)] = float(rec.test_acc)  # type: ignore[arg-type]
     for c in cells:
         if c.run is not None and c.seed in refs:
             c.run.reference_dense = refs[c.seed]
-    return StudyData(path, m, cells)
+    return StudyData(path, m, cells, root)

@@ -46,8 +46,7 @@ class FigureFile:
 
 
 def _is_scratch(runs: list[RunData]) -> bool:
-    return any(((r.result.get("retrain") or {}).get("init")
-                or (r.recipe.get("retrain") or {}).get("init")) == "scratch" for r in runs)
+    return any(r.retrain_init == "scratch" for r in runs)
 
 
 def _mean_curve(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[float],
@@ -182,8 +181,8 @@ def _lr_groups(study: StudyData) -> dict[str, dict[float, str]]:
         rec = json.loads(json.dumps(r.recipe, default=str))
         rec.pop("seed", None)
         (rec.get("retrain") or {}).pop("lr", None)
-        res_retrain = dict(r.result.get("retrain") or {})
-        res_retrain.pop("lr", None)
+        eff = r.record.retrain
+        res_retrain = {} if eff is None else eff.model_dump(mode="json", exclude={"lr"})
         # the ratio axis varies by column: drop it from the key
         parts = study.column_key.split(".")
         cur = rec

@@ -5,8 +5,10 @@ the sorting script are inline. Every piece of run text (labels, notes, commands,
 goes through :func:`html.escape`.
 
 The card on top is made by a ``card`` function (``StudyData -> [(field, value)]``); the
-default, :func:`default_card`, summarises the manifest and the runs' results. A richer
-card (e.g. from :mod:`prunebench.compare`) can be passed in instead.
+default, :func:`default_card`, is a compact view of the one card builder's content
+(:func:`prunebench.compare.card.study_card`, the card ``prunebench card STUDY`` writes).
+The comparison setup shown is computed from the runs (:meth:`StudyData.setup_summary`),
+with the study's declared setup beside it and flagged where it is not met.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import platform
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from prunebench.compare.card import card_fields, study_card
 from prunebench.report.data import StudyData
 from prunebench.report.figures import FigureFile, write_figures
 from prunebench.report.tables import ReportTable, study_tables
@@ -33,73 +35,11 @@ def _e(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
 
-def _stage(d: dict[str, Any] | None, keys: Sequence[str]) -> str:
-    if not d:
-        return "none"
-    return ", ".join(f"{k} {d[k]}" for k in keys if d.get(k) not in (None, [], {}))
-
-
-def _distinct(values: list[Any]) -> str:
-    seen: list[str] = []
-    for v in values:
-        s = str(v)
-        if s not in seen:
-            seen.append(s)
-    return " | ".join(seen) or "-"
-
-
 def default_card(study: StudyData) -> list[tuple[str, str]]:
-    """The benchmark card of a study, from its manifest and its runs' results."""
-    import prunebench
-
-    runs = study.all_runs
-    r0 = study.first()
-    rec = r0.recipe if r0 else {}
-    data = rec.get("data") or {}
-    dense = study.dense_acc
-    card = [
-        ("study", f"{study.name} (preset {study.preset})"),
-        ("comparison setup", study.setup),
-        ("data", study.data_label),
-        ("data source", study.data_source),
-        ("data checksum", study.data_checksum or "-"),
-        ("data loader", _stage(data, ("batch_size", "val_size", "train_subset", "augment"))),
-        ("model", study.model),
-        ("dense model", "-" if dense is None else f"{dense:.2f}% final-epoch test accuracy"),
-        ("pretraining", _stage(rec.get("pretrain"),
-                               ("epochs", "lr", "momentum", "nesterov", "weight_decay"))),
-        ("pruning", _stage(rec.get("prune"), ("method", "granularity", "scheme", "schedule",
-                                              "epochs", "lr"))),
-        (f"ratios ({study.column_key})",
-         "; ".join(f"{lab} = {val}" for lab, val in zip(study.columns, study.column_values,
-                                                         strict=False))),
-    ]
-    for row in study.rows:
-        rr = study.runs(row)
-        eff = [r.result.get("retrain") or {} for r in rr]
-        rrec = [r.recipe.get("retrain") or {} for r in rr]
-        card.append((f"retraining: {row}",
-                     f"epochs {_distinct([e.get('epochs') for e in eff])}, "
-                     f"lr {_distinct([r.retrain_lr for r in rr])}, "
-                     f"init {_distinct([e.get('init') for e in eff])}, "
-                     f"budget {_distinct([e.get('budget') for e in eff])}, "
-                     f"momentum {_distinct([x.get('momentum') for x in rrec])}, "
-                     f"weight decay {_distinct([x.get('weight_decay') for x in rrec])}"))
-    card += [
-        ("seeds", ", ".join(map(str, study.seeds)) or "-"),
-        ("accuracy reported", "final-epoch top-1 test accuracy (never the best epoch); "
-                              "mean ± std (ddof=1) over seeds"),
-        ("software", f"prunebench {prunebench.__version__}, torch "
-                     f"{_distinct([r.result.get('torch') for r in runs])}, "
-                     f"Python {platform.python_version()}"),
-        ("device", _distinct([r.result.get("device") for r in runs])),
-        ("runs", f"{len(runs)} finished of {len(study.cells)} cells"
-                 + ("" if study.complete else " (study incomplete)")),
-        ("reproduce", study.command or "-"),
-    ]
-    if study.note:
-        card.insert(2, ("preset note", study.note))
-    return card
+    """The study's benchmark card, compact: :func:`prunebench.compare.card.card_fields` of
+    the card :func:`prunebench.compare.card.study_card` builds for the study's runs (the
+    same content ``prunebench card STUDY`` writes in full)."""
+    return card_fields(study_card(study))
 
 
 def _card_html(study: StudyData, card: CardFn) -> str:
@@ -121,7 +61,8 @@ def table_html(t: ReportTable) -> str:
         for c in row.cells:
             key = "" if c.mean is None else repr(c.mean)
             key = key or _sort_key(c.text)
-            cells.append(f'<td data-sort="{_e(key)}">{_e(c.text)}</td>')
+            bad = ' class="bad"' if "not met" in c.text else ""
+            cells.append(f'<td data-sort="{_e(key)}"{bad}>{_e(c.text)}</td>')
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
     return (f'<div class="tbl"><p class="cap"><b>{_e(t.title)}</b><br>{_e(t.caption)}</p>'
             f'<table class="sortable"><thead><tr>{head}</tr></thead>'
@@ -158,6 +99,8 @@ th.asc::after{content:" \\25B2";font-size:9px}th.desc::after{content:" \\25BC";f
 figure{background:#fff;border:1px solid #d9dee5;border-radius:8px;margin:12px 0;padding:8px}
 figure img{max-width:100%;height:auto;display:block}figcaption{color:#5a6572;font-size:12px}
 .desc{max-width:900px}
+.badge.bad{background:#fde2e1;border-color:#d9534f;color:#8a1c17}
+td.bad{color:#8a1c17;background:#fdf0ef;font-weight:600}
 """
 
 _JS = """
@@ -191,10 +134,12 @@ _JS = """
 
 def study_section(study: StudyData, figures: list[FigureFile],
                   extra_tables: Sequence[ReportTable] = (), card: CardFn = default_card) -> str:
+    bad = " bad" if study.setup_flagged else ""
     parts = [f'<section class="study" id="{_e(study.key)}">',
              f"<h2>{_e(study.title)} <span class='meta'>[{_e(study.key)}]</span></h2>",
              f"<p>Data: <span class='badge'>{_e(study.data_label)}</span> · comparison "
-             f"setup <span class='badge'>{_e(study.setup)}</span></p>",
+             f"setup (computed from the runs) <span class='badge{bad}'>"
+             f"{_e(study.setup_summary())}</span></p>",
              _card_html(study, card)]
     if study.description:
         parts.append(f'<p class="desc">{_e(study.description)}</p>')

@@ -3,7 +3,11 @@
 Rows are the study's variants, columns its ratios; a cell is the mean ± std (ddof=1) over
 seeds of the FINAL-EPOCH test accuracy (never the best epoch). Under the variants an
 info row gives the achieved parameter sparsity / speedup of each column. The caption
-names the comparison setup the rows share and the data copy that was used.
+names the comparison setup the rows of each column *actually* share (computed from the
+runs' fingerprints, seed by seed: :meth:`StudyData.column_setups`) with the study's
+declared setup beside it, flagged "not met" where they differ, and the data copy that
+was used. The ``setups`` table gives, per row and column, the setup the row shares with
+the study's first row (a setup in a row label's parentheses is a claim, checked there).
 """
 
 from __future__ import annotations
@@ -70,10 +74,21 @@ def _expected_seeds(study: StudyData) -> int:
     return len(study.seeds) or 1
 
 
+def setup_caption(study: StudyData) -> str:
+    """The computed setup of every column with the declaration beside it (one phrase)."""
+    checks = study.column_setups()
+    texts = {c.text for c in checks.values()}
+    if len(texts) == 1:
+        what = "every column" if len(checks) > 1 else "the column"
+        return f"Comparison setup computed from the runs ({what}, seed-matched): {texts.pop()}"
+    per = "; ".join(f"{col}: {c.text}" for col, c in checks.items())
+    return f"Comparison setup computed from the runs per column (seed-matched): {per}"
+
+
 def caption(study: StudyData, what: str) -> str:
     dense = study.dense_acc
     parts = [
-        f"Comparison setup {study.setup}",
+        setup_caption(study),
         f"data: {study.data_label} [source: {study.data_source}]",
         f"model {study.model}",
         f"{len(study.seeds)} seed(s)",
@@ -165,11 +180,37 @@ def ta_table(study: StudyData) -> ReportTable | None:
     return t
 
 
+def setup_table(study: StudyData) -> ReportTable:
+    """Per row and column the setup the row's runs share with the first row's runs of the
+    same seed (a setup in the row label's parentheses is a claim, checked beside it); the
+    info row: the setup every row of the column shares, beside the study's declaration."""
+    ref = study.rows[0] if study.rows else "-"
+    declared = study.declared_setup
+    t = ReportTable(
+        "setups",
+        f"{study.title} [{study.preset}]: comparison setups computed from the runs",
+        f"Each cell: the setup the row's runs share with those of the first row ({ref}), "
+        "computed from their fingerprints for each seed (runs of different seeds never share "
+        "a base model) and intersected over the seeds; a setup in a row label's parentheses "
+        "is a claim and is checked here. Last row: the setup all rows of the column share"
+        + (f", beside the study's declared setup {declared}" if declared else "")
+        + ". Missing or unfinished runs are skipped and named.",
+        list(study.columns), study=study.name, preset=study.preset,
+    )
+    rows = study.row_setups()
+    for row in study.rows:
+        t.rows.append(Row(row, [Cell(rows[(row, col)].text) for col in study.columns]))
+    cols = study.column_setups()
+    t.rows.append(Row("all rows", [Cell(cols[col].text) for col in study.columns], info=True))
+    return t
+
+
 def study_tables(study: StudyData) -> list[ReportTable]:
     tables = [accuracy_table(study), dense_diff_table(study)]
     ta = ta_table(study)
     if ta is not None:
         tables.append(ta)
+    tables.append(setup_table(study))
     return tables
 
 

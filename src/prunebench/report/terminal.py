@@ -6,6 +6,9 @@ from typing import Any
 
 from rich.table import Table
 
+from prunebench.errors import StoreError
+from prunebench.record import RunRecord
+
 
 def _pct(v: Any) -> str:
     return "-" if v is None else f"{v:.2f}"
@@ -28,25 +31,33 @@ def _cell_label(cell: dict[str, Any]) -> str:
 
 
 def result_rows(items: list[tuple[dict[str, Any], Any]]) -> list[dict[str, Any]]:
-    """Flat rows (one per run) from ``[(cell, RunResult), ...]``, for tables and tests."""
+    """Flat rows (one per run) from ``[(cell, RunResult), ...]``, for tables and tests.
+    Values come from each run's typed record; a run without one shows ``-``."""
     rows = []
     for cell, res in items:
-        r = res.result
-        dense, pruned = r.get("dense") or {}, r.get("pruned") or {}
         recipe = res.recipe
+        try:
+            rec: RunRecord | None = res.record if res.result else None
+        except StoreError:
+            rec = None
+        dense = rec.dense if rec is not None else None
+        pruned = rec.pruned if rec is not None else None
         rows.append(
             {
                 "id": res.id,
                 "variant": _cell_label(cell),
                 "ratio": (recipe.get("prune") or {}).get("layers"),
                 "retrain_lr": (recipe.get("retrain") or {}).get("lr"),
-                "dense_acc": dense.get("test_acc"),
-                "pruned_acc": pruned.get("test_acc"),
-                "retrained_acc": r.get("test_acc") if recipe.get("retrain") else None,
-                "params": pruned.get("params_pruned", dense.get("params")),
-                "macs": pruned.get("macs_pruned", dense.get("macs")),
-                "param_sparsity": pruned.get("param_sparsity"),
-                "speedup": pruned.get("speedup"),
+                "dense_acc": dense.test_acc if dense is not None else None,
+                "pruned_acc": pruned.test_acc if pruned is not None else None,
+                "retrained_acc": (rec.test_acc if rec is not None and recipe.get("retrain")
+                                  else None),
+                "params": (pruned.params_pruned if pruned is not None
+                           else dense.params if dense is not None else None),
+                "macs": (pruned.macs_pruned if pruned is not None
+                         else dense.macs if dense is not None else None),
+                "param_sparsity": pruned.param_sparsity if pruned is not None else None,
+                "speedup": pruned.speedup if pruned is not None else None,
             }
         )
     return rows

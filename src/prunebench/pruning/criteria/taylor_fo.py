@@ -56,7 +56,7 @@ def _all_scores(ctx: PruneContext) -> dict[str, torch.Tensor]:
     return scores
 
 
-@register_criterion("taylor_fo")
+@register_criterion("taylor_fo", needs_data=True)
 def taylor_fo(module: nn.Module, ctx: PruneContext) -> torch.Tensor:
     """First-order Taylor importance (Molchanov et al. CVPR 2019, "Importance Estimation
     for Neural Network Pruning"), weight variant.

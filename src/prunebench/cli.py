@@ -163,26 +163,33 @@ def show(
         typer.echo(json.dumps({k: v for k, v in data.items() if k != "record"}, indent=2,
                               allow_nan=False))
         return
-    res = data["result"] or {}
-    console.print(f"[bold]run {data['id']}[/bold]  status: {res.get('status', 'incomplete')}")
+    rec = data["record"]
+    status = rec.status if rec is not None else "incomplete"
+    console.print(f"[bold]run {data['id']}[/bold]  status: {status}")
     console.print(yaml.safe_dump(data["recipe"], sort_keys=False).rstrip(), highlight=False)
-    if res:
-        summary = {k: res.get(k) for k in ("test_acc", "val_acc", "test_top5", "best_val")}
-        if res.get("ta"):
-            summary["trainability_accuracy"] = res["ta"]
-        if res.get("jsv"):
-            jsv = res["jsv"]
+    if rec is not None:
+        summary: dict[str, Any] = {"test_acc": rec.test_acc, "val_acc": rec.val_acc,
+                                   "test_top5": rec.test_top5, "best_val": rec.best_val}
+        if rec.retrain is not None:
+            summary["retrain (effective)"] = {"epochs": rec.retrain.epochs, "lr": rec.retrain.lr,
+                                              "init": rec.retrain.init}
+        summary["epochs"] = rec.epochs.model_dump()
+        if rec.ta is not None:
+            summary["trainability_accuracy"] = rec.ta.model_dump(exclude_none=True)
+        if rec.jsv:
+            jsv = rec.jsv
             summary["jsv_mean"] = {
                 "mode": jsv.get("mode"),
                 "dense": (jsv.get("dense") or {}).get("mean"),
                 "after_pruning": (jsv.get("pruned") or {}).get("mean"),
                 "final": jsv.get("final"),
             }
-        summary["data"] = (res.get("data") or {}).get("source")
-        pruned = res.get("pruned") or {}
-        for k in ("param_sparsity", "flops_sparsity", "speedup"):
-            if k in pruned:
-                summary[k] = pruned[k]
+        summary["data"] = rec.data.source
+        if rec.pruned is not None:
+            summary["granularity"] = rec.pruned.granularity
+            summary["param_sparsity"] = rec.rate_sparsity
+            summary["flops_sparsity"] = rec.pruned.flops_sparsity
+            summary["speedup"] = rec.rate_speedup
         console.print(
             yaml.safe_dump({"result": summary}, sort_keys=False).rstrip(), highlight=False
         )

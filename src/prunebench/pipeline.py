@@ -247,7 +247,7 @@ def finish_record(result: dict[str, Any], recipe: Recipe) -> RunRecord:
     if rec.pruned is not None and recipe.prune is not None:
         rec.pruned.granularity = recipe.prune.granularity
     rec.trajectory = build_trajectory(
-        recipe.model_dump(mode="json"), images=int(rec.data.train_images or 0),
+        recipe.model_dump(mode="json"), images=rec.data.train_images,
         dense=rec.dense, pruned=rec.pruned, retrain=rec.retrain,
     )
     rec.epochs, rec.train_macs = budgets(rec.trajectory)

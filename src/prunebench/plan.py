@@ -109,10 +109,15 @@ def plan(recipe: Recipe) -> list[Stage]:
     stop = recipe.prune.at_epoch if recipe.prune is not None else None
     stages = [base_stage(recipe, stop)]
     if recipe.prune is not None:
+        from prunebench.pruning.schedules import schedule_for
+
         cfg = {"parent": stages[-1].key, "prune": _section(recipe.prune, PruneCfg())}
-        if recipe.prune.schedule in ("greg", "tpp"):
+        schedule = schedule_for(recipe.prune)
+        if schedule.uses_retrain_sgd:
             # the pruning phase trains with the retraining SGD settings: they belong to it
             cfg["sgd"] = _sgd(recipe.retrain)
+        if schedule.rule is not None:
+            cfg["rule"] = schedule.rule
         code = prune_code(recipe)
         if code:
             cfg["code"] = code

@@ -56,15 +56,18 @@ class Segment(BaseModel):
     momentum: float
     nesterov: bool
     weight_decay: float
-    macs: int = Field(ge=0)  # per-image forward MACs of the network trained
-    images: int = Field(ge=0)  # training images per epoch
+    macs: int | None = Field(None, ge=0)  # per-image forward MACs (None: unknown)
+    images: int | None = Field(None, ge=0)  # training images per epoch (None: unknown)
 
     def lrs(self) -> list[float]:
         sched = parse_schedule(self.lr)
         return [sched.lr_at(self.first + i, max(self.span, 1)) for i in range(self.epochs)]
 
     @property
-    def train_macs(self) -> int:
+    def train_macs(self) -> int | None:
+        """Training MACs of the segment; ``None`` when the MACs or images are unknown."""
+        if self.macs is None or self.images is None:
+            return None
         return int(self.epochs * self.images * self.macs * TRAIN_MACS_FACTOR)
 
 
@@ -143,12 +146,13 @@ class TARecord(_Rec):
 
 
 class Budget(_Rec):
-    """Training epochs / MACs per phase that the run's weights actually cost."""
+    """Training epochs / MACs per phase that the run's weights actually cost (``None``:
+    unknown, which no budget comparison accepts)."""
 
-    pretrain: int = 0
-    prune: int = 0
-    retrain: int = 0
-    total: int = 0
+    pretrain: int | None = 0
+    prune: int | None = 0
+    retrain: int | None = 0
+    total: int | None = 0
 
 
 class RunRecord(_Rec):
@@ -198,6 +202,15 @@ class RunRecord(_Rec):
     def inherited_epochs(self) -> int:
         """Leading pretraining epochs of the trajectory (shared with the dense run)."""
         return sum(s.epochs for s in self.trajectory if s.phase == "pretrain")
+
+    @property
+    def rate_sparsity(self) -> float | None:
+        """The compression rate S1 compares (0 for a dense run, ``None`` when unknown)."""
+        return self.pruned.rate_sparsity if self.pruned is not None else 0.0
+
+    @property
+    def rate_speedup(self) -> float | None:
+        return self.pruned.rate_speedup if self.pruned is not None else 1.0
 
     def to_json(self) -> dict[str, Any]:
         return _clean(self.model_dump(mode="json", by_alias=True, exclude_none=True))
@@ -274,7 +287,7 @@ def _sgd(cfg: dict[str, Any] | None) -> dict[str, Any]:
 def build_trajectory(
     recipe: dict[str, Any],
     *,
-    images: int,
+    images: int | None,
     dense: DenseRecord,
     pruned: PruneRecord | None,
     retrain: RetrainRecord | None,
@@ -289,7 +302,7 @@ def build_trajectory(
     segs: list[Segment] = []
     scratch = retrain is not None and retrain.init == "scratch"
     pre = recipe.get("pretrain")
-    dense_macs = int(dense.macs or 0)
+    dense_macs = dense.macs
     if not scratch and dense.kind == "pretrain" and pre and dense.epochs:
         segs.append(Segment(phase="pretrain", epochs=int(dense.epochs), lr=str(pre["lr"]),
                             span=int(pre["epochs"]), macs=dense_macs, images=images,
@@ -309,21 +322,25 @@ def build_trajectory(
                                     first=first, span=int(pre["epochs"]), macs=dense_macs,
                                     images=images, **_sgd(pre)))
     if retrain is not None and retrain.epochs and retrain.lr is not None:
-        macs = pruned.macs_pruned if pruned is not None and pruned.macs_pruned else dense_macs
+        macs = pruned.macs_pruned if pruned is not None else dense_macs
         segs.append(Segment(phase="retrain", epochs=int(retrain.epochs), lr=retrain.lr,
-                            span=int(retrain.epochs), macs=int(macs), images=images,
+                            span=int(retrain.epochs), macs=macs, images=images,
                             **_sgd(recipe.get("retrain"))))
     return segs
 
 
 def budgets(segs: list[Segment]) -> tuple[Budget, Budget]:
-    """(epochs, training MACs) per phase and in total, from the trajectory."""
+    """(epochs, training MACs) per phase and in total, from the trajectory; a phase whose
+    MACs are unknown makes it and the total ``None``."""
     ep: dict[str, int] = {"pretrain": 0, "prune": 0, "retrain": 0}
-    macs: dict[str, int] = {"pretrain": 0, "prune": 0, "retrain": 0}
+    macs: dict[str, int | None] = {"pretrain": 0, "prune": 0, "retrain": 0}
     for s in segs:
         ep[s.phase] += s.epochs
-        macs[s.phase] += s.train_macs
-    return (Budget(**ep, total=sum(ep.values())), Budget(**macs, total=sum(macs.values())))
+        m, seg = macs[s.phase], s.train_macs
+        macs[s.phase] = None if m is None or seg is None else m + seg
+    vals = list(macs.values())
+    total = None if any(v is None for v in vals) else sum(v for v in vals if v is not None)
+    return Budget(**ep, total=sum(ep.values())), Budget(**macs, total=total)
 
 
 def _upgrade_v1(raw: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
@@ -356,7 +373,7 @@ def _upgrade_v1(raw: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
         rec = RunRecord.model_validate({**out, "trajectory": [], "epochs": {}, "train_macs": {}})
     except ValidationError:
         return out  # the caller reports the first validation error
-    images = rec.data.train_images or 0
+    images = rec.data.train_images
     segs = build_trajectory(recipe, images=images, dense=rec.dense, pruned=rec.pruned,
                             retrain=rec.retrain)
     ep, macs = budgets(segs)

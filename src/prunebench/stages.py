@@ -264,8 +264,10 @@ def effective_retrain(
     assert r.pretrain is not None
     info = prune_info or {}
     f1 = dense_info["macs"]
-    prune_epochs = (int(info.get("epochs") or 0) if info.get("schedule") in ("greg", "tpp")
-                    else 0) + int(info.get("imp_epochs") or 0)
+    from prunebench.pruning.schedules import schedule_for
+
+    prune_epochs = (schedule_for(r.prune).train_epochs(info)
+                    if r.prune is not None and prune_info is not None else 0)
     epochs = scratch_budget_epochs(
         cfg.budget, dense_epochs=r.pretrain.epochs, used_epochs=int(dense_info["epochs"]),
         prune_epochs=prune_epochs, retrain_epochs=cfg.epochs, f1=f1,

@@ -143,7 +143,7 @@ class Fingerprint:
     # the trajectory: every epoch the final weights descend from
     trajectory: tuple[Epoch, ...]
     total_epochs: int
-    total_train_macs: int
+    total_train_macs: int | None
     # informational (what the trajectory says, in the paper's standard form)
     prune_method: str
     prune_schedule: str
@@ -319,9 +319,9 @@ def fingerprint(
         model=str(network["model.name"]) + (
             _canon(network["model.kwargs"]) if network["model.kwargs"] else ""),
         granularity=str(pruned.granularity) if pruned is not None else "dense",
-        param_sparsity=pruned.rate_sparsity if pruned is not None else 0.0,
+        param_sparsity=record.rate_sparsity,
         flops_sparsity=pruned.flops_sparsity if pruned is not None else 0.0,
-        speedup=pruned.rate_speedup if pruned is not None else 1.0,
+        speedup=record.rate_speedup,
         base=record.origin,
         pruned_at=record.pruned_at,
         inherits=record.inherits,
@@ -330,13 +330,13 @@ def fingerprint(
         method=tuple((k, _is_text(v)) for k, v in sorted(role_values(recipe, "method").items())),
         recipe=tuple((k, _is_text(v)) for k, v in sorted(role_values(recipe, "recipe").items())),
         trajectory=expand(record.trajectory, signature),
-        total_epochs=record.epochs.total,
+        total_epochs=int(record.epochs.total or 0),
         total_train_macs=record.train_macs.total,
         prune_method=str(prune_cfg.get("method")) if prune_cfg else "dense",
         prune_schedule=str(prune_cfg.get("schedule") or "-") if prune_cfg else "-",
-        prune_epochs=record.epochs.prune,
+        prune_epochs=int(record.epochs.prune or 0),
         prune_lr=str(pruned.lr) if pruned is not None and pruned.lr else "-",
-        retrain_epochs=record.epochs.retrain,
+        retrain_epochs=int(record.epochs.retrain or 0),
         retrain_lr=signature or (str(retrain.lr) if retrain and retrain.lr else "-"),
         retrain_init=str(retrain.init) if retrain and retrain.init else "-",
         seed=int(recipe.get("seed", 0)),

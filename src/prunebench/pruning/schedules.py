@@ -73,6 +73,9 @@ class PruneSchedule:
     uses: ClassVar[frozenset[str]] = frozenset()
     #: the schedule trains inside the stage with the retraining SGD settings
     uses_retrain_sgd: ClassVar[bool] = False
+    #: a version of the schedule's rule, part of the prune stage key when set: bump it when
+    #: stored stages of the schedule must not be reused (their result would differ)
+    rule: ClassVar[str | None] = None
 
     @property
     def label(self) -> str:
@@ -300,6 +303,9 @@ class RegularisedFilters(PruneSchedule):
 
     granularity = "filter"
     uses_retrain_sgd = True
+    # stages stored before the stopping rule removed filters whose penalty never reached
+    # the ceiling: never reuse them
+    rule = "until-ceiling"
     _GROWTH = frozenset({
         "epochs", "lr", "reg_granularity", "update_interval", "reg_ceiling", "stabilize_interval",
     })

@@ -37,6 +37,13 @@ data:
 demo: install data
 	$(BIN)/prunebench study lr-effect --preset cpu --out runs/demo
 
+# Every number of docs/findings.md and the README's demo block, from the five CPU presets
+# (about an hour on 2 busy cores; finished cells are reused). FINDINGS_ARGS="--seeds 1" for less.
+.PHONY: findings
+FINDINGS_ARGS ?= --seeds 2
+findings: install data
+	$(BIN)/python scripts/findings.py --out runs/findings $(FINDINGS_ARGS)
+
 test: dev data
 	$(BIN)/pytest
 

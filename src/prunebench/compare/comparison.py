@@ -27,7 +27,7 @@ from typing import Any
 
 from prunebench.compare.calibrate import calibrated_picks
 from prunebench.compare.errors import CompareError
-from prunebench.compare.fingerprint import Fingerprint, fingerprint
+from prunebench.compare.fingerprint import Fingerprint, fingerprint, get_path
 from prunebench.compare.setups import (
     SETUPS,
     check_setup,
@@ -72,17 +72,9 @@ def parse_where(filters: list[str] | None) -> list[tuple[str, Any, str]]:
     return out
 
 
-def _get(d: Any, key: str) -> Any:
-    for part in key.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
 def matches(recipe: dict[str, Any], where: list[tuple[str, Any, str]]) -> bool:
     for key, value, text in where:
-        got = _get(recipe, key)
+        got = get_path(recipe, key)
         if got != value and str(got) != text:
             return False
     return True

@@ -208,11 +208,18 @@ _MISSING = object()
 
 
 def _get(d: Any, dotted: str) -> Any:
+    """The value at a dotted path of nested dicts, or ``_MISSING``."""
     for part in dotted.split("."):
         if not isinstance(d, dict) or part not in d:
             return _MISSING
         d = d[part]
     return d
+
+
+def get_path(d: Any, dotted: str) -> Any:
+    """The value at a dotted path of nested dicts (``model.kwargs.depth``), or ``None``."""
+    v = _get(d, dotted)
+    return None if v is _MISSING else v
 
 
 def _defaults() -> dict[str, Any]:

@@ -42,6 +42,7 @@ from prunebench.compare.errors import CompareError
 from prunebench.compare.stats import summarize
 from prunebench.recipe import Recipe, RetrainCfg, apply_overrides, build_recipe, read_yaml
 from prunebench.recipe import recipe_hash as _hash
+from prunebench.record import RunRecord
 from prunebench.schedule import Schedule, parse_schedule
 
 _KEYS = {"lrs", "schedule", "metric", "final_lr"}
@@ -223,7 +224,7 @@ def _method_label(method: dict[str, Any], recipe: Recipe) -> str:
 
 
 def build_record(grid: Grid, signature: str, points: list[Point],
-                 results: list[dict[str, Any]]) -> dict[str, Any]:
+                 results: list[RunRecord]) -> dict[str, Any]:
     """The stored calibration: per method, every LR's runs, the choice and its test acc."""
     by_method: dict[str, dict[str, Any]] = {}
     for point, res in zip(points, results, strict=True):
@@ -231,9 +232,9 @@ def build_record(grid: Grid, signature: str, points: list[Point],
         m = by_method.setdefault(key, {"label": _method_label(point.method, point.recipe),
                                        "cell": point.method, "lrs": {}})
         m["lrs"].setdefault(point.lr, []).append(
-            {"id": res["id"], "seed": point.seed, "lr_schedule": point.recipe.retrain.lr
+            {"id": res.id, "seed": point.seed, "lr_schedule": point.recipe.retrain.lr
              if point.recipe.retrain else None,
-             "val_acc": res.get("val_acc"), "test_acc": res.get("test_acc")})
+             "val_acc": res.val_acc, "test_acc": res.test_acc})
     methods = []
     for m in by_method.values():
         curve = []
@@ -251,7 +252,7 @@ def build_record(grid: Grid, signature: str, points: list[Point],
             "chosen_schedule": pick["schedule"], "chosen_runs": [r["id"] for r in pick["runs"]],
             "val": pick["val"], "test": summarize(tests).to_dict(), "curve": curve,
         })
-    ids = sorted(r["id"] for r in results)
+    ids = sorted(r.id for r in results)
     return {"key": _hash({"signature": signature, "runs": ids}), "signature": signature,
             "grid": grid.to_dict(), "selection": "final-epoch validation accuracy "
             "(mean over seeds); ties -> smaller LR; test never used", "methods": methods}
@@ -280,7 +281,7 @@ def run_calibration(
         cell = {**p.method, **({"seed": p.seed} if len({q.seed for q in points}) > 1 else {}),
                 "retrain.lr": p.recipe.retrain.lr if p.recipe.retrain else None}
         items.append((cell, res))
-    record = build_record(grid, signature, points, [r.result for _, r in items])
+    record = build_record(grid, signature, points, [r.record for _, r in items])
     io.write_json(Path(out) / "calibrations" / f"{record['key']}.json", record)
     return items
 

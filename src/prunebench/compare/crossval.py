@@ -121,7 +121,7 @@ def crossval(
     ids: dict[tuple[str, str], list[str]] = {}
     for m, ft, recipe in plans:
         res = run(recipe, out, reporter=reporter, device=device, data_dir=data_dir)
-        acc.setdefault((m, ft), []).append(float(res.result["test_acc"]))
+        acc.setdefault((m, ft), []).append(float(res.record.test_acc))  # type: ignore[arg-type]
         ids.setdefault((m, ft), []).append(res.id)
     return verdict(acc, ids, specs)
 

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from prunebench import io
+from prunebench.errors import StoreError
 from prunebench.pipeline import RunResult, run
 from prunebench.plan import plan
 from prunebench.recipe import Recipe, apply_overrides, build_recipe, set_path
+from prunebench.store import RunStore
 from prunebench.studies.executor import run_cells
 from prunebench.studies.spec import StudySpec, load_study
 from prunebench.train import Reporter
@@ -149,10 +151,14 @@ def _crossval(out: str | os.PathLike[str], manifest: dict[str, Any]) -> dict[str
     fts = dict(zip(manifest["columns"]["labels"], ("FT_A", "FT_B"), strict=True))
     acc: dict[tuple[str, str], list[float]] = {}
     ids: dict[tuple[str, str], list[str]] = {}
+    store = RunStore(out)
     for c in manifest["cells"]:
         key = (methods[c["row"]], fts[c["column"]])
-        result = io.read_json(Path(out) / c["run"] / "result.json")
-        acc.setdefault(key, []).append(result["test_acc"])
+        rec = store.result(c["run"])
+        if rec is None or not rec.finished:
+            raise StoreError(f"crossval cell {c['row']} / {c['column']}: run {c['run']!r} "
+                             "has no finished result")
+        acc.setdefault(key, []).append(float(rec.test_acc))  # type: ignore[arg-type]
         ids.setdefault(key, []).append(c["run"])
     specs = {"A": manifest["rows"][0], "B": manifest["rows"][1],
              "FT_A": manifest["columns"]["labels"][0], "FT_B": manifest["columns"]["labels"][1]}

@@ -15,7 +15,8 @@ from prunebench.compare import compare, differences, satisfied_setups, strictest
 from prunebench.compare.fingerprint import fingerprint
 from prunebench.compare.setups import setup_label
 from prunebench.errors import StoreError
-from prunebench.record import SCHEMA, RunRecord
+from prunebench.recipe import build_recipe
+from prunebench.record import SCHEMA, RunRecord, origin
 from prunebench.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +132,9 @@ def test_schema1_results_still_load(store, tmp_path):
     recipe = RunStore(out).load(ids["scratch"])["recipe"]
     up = RunRecord.parse(old, recipe)
     assert up.epochs.total == 4 and up.trajectory == rec.trajectory
-    assert up.origin == rec.origin and up.pruned.granularity == "filter"
+    # schema-1 keys had no data identity: the origin is named as those keys named it
+    assert up.origin == origin(build_recipe(recipe), legacy=True) != rec.origin
+    assert up.origin.startswith("pretrain:") and up.pruned.granularity == "filter"
     with pytest.raises(StoreError, match="result field"):
         RunRecord.parse({**old, "test_acc": "high"}, recipe)
 

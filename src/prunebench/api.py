@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prunebench.pipeline import RunResult, run
+from prunebench.pipeline import RunResult, run, run_cell, validate_recipes  # noqa: F401
 from prunebench.recipe import Recipe, apply_overrides, build_recipe, read_yaml
 from prunebench.store import RunStore
 from prunebench.studies.grid import expand_grid
@@ -27,6 +27,14 @@ def load_recipes(
     ]
 
 
+def cell_label(index: int, total: int, cell: dict[str, Any]) -> str:
+    """How errors name a grid cell: "" for a single recipe, else its number and values."""
+    if total <= 1:
+        return ""
+    values = ", ".join(f"{k}={v!r}" for k, v in cell.items())
+    return f"grid cell {index + 1} of {total}" + (f" ({values})" if values else "")
+
+
 def run_all(
     source: str | os.PathLike[str] | dict[str, Any],
     out: str | os.PathLike[str] = "runs",
@@ -36,22 +44,47 @@ def run_all(
     device: str | None = None,
     data_dir: str | None = None,
 ) -> list[tuple[dict[str, Any], RunResult]]:
-    """Run every recipe of a file (all grid cells); all are validated before any runs.
+    """Run every recipe of a file (all grid cells).
+
+    Every cell is validated first (recipe, layer patterns against the built model, the
+    files it names): bad input raises a one-line error naming the cell and nothing is
+    written. Then every cell runs; one that diverges or fails does not stop the others:
+    each result's ``status`` is ``done``, ``diverged`` or ``failed``.
 
     A recipe with ``retrain.calibrate`` runs as an LR calibration (one run per grid LR,
     selection on validation; see :mod:`prunebench.compare.calibrate`).
     """
-    from prunebench.compare.calibrate import calibration_requested, run_calibration
+    from prunebench.compare.calibrate import (
+        calibration_requested,
+        expand_calibration,
+        run_calibration,
+    )
 
     if calibration_requested(source, overrides):
+        raw = source if isinstance(source, dict) else read_yaml(source)
+        label = "recipe" if isinstance(source, dict) else str(source)
+        _, _, points = expand_calibration(raw, overrides, label)
+        validate_recipes(
+            [(f"calibration run {i + 1} of {len(points)} (lr={p.lr:g})", p.recipe)
+             for i, p in enumerate(points)],
+            device=device, data_dir=data_dir,
+        )
         return run_calibration(
             source, out, overrides=overrides, reporter=reporter, device=device, data_dir=data_dir
         )
     recipes = load_recipes(source, overrides)
-    return [
-        (cell, run(r, out, reporter=reporter, device=device, data_dir=data_dir))
-        for cell, r in recipes
-    ]
+    checked = validate_recipes(
+        [(cell_label(i, len(recipes), cell), r) for i, (cell, r) in enumerate(recipes)],
+        device=device, data_dir=data_dir,
+    )
+    return [(cell, run_cell(r, out, reporter=reporter))
+            for (cell, _), r in zip(recipes, checked, strict=True)]
+
+
+def not_done(items: list[tuple[dict[str, Any], RunResult]]) -> list[tuple[dict[str, Any],
+                                                                       RunResult]]:
+    """The cells whose run did not finish (``diverged`` or ``failed``)."""
+    return [(c, r) for c, r in items if r.status != "done"]
 
 
 def runs(out: str | os.PathLike[str] = "runs") -> list[dict[str, Any]]:

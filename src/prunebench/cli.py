@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from prunebench import api
@@ -97,6 +98,7 @@ def run(
     finally:
         if reporter is not None:
             reporter.close()
+    bad = api.not_done(items)
     if json_:
         typer.echo(
             json.dumps(
@@ -104,6 +106,8 @@ def run(
                 indent=2,
             )
         )
+        _exit_incomplete(len(items), [(r.id, c, r.status, r.result.get("error"))
+                                      for c, r in bad], quiet=True)
         return
     console.print(results_table(result_rows(items), title=f"Results ({recipe})"))
     from prunebench.compare.calibrate import calibrate, calibration_requested
@@ -114,6 +118,29 @@ def run(
         _print_calibration(calibrate(recipe, out, overrides=set_, device=device,
                                      data_dir=data_dir))
     console.print(f"runs stored in {out}/ (prunebench runs --out {out})")
+    _exit_incomplete(len(items), [(r.id, c, r.status, r.result.get("error")) for c, r in bad])
+
+
+def _exit_incomplete(total: int, bad: list[tuple[str, Any, str, Any]], quiet: bool = False
+                     ) -> None:
+    """One line on what diverged / failed (``(run id, cell, status, error)``), exit 4."""
+    if not bad:
+        return
+    from prunebench.errors import RunsIncomplete
+
+    if not quiet:
+        parts = []
+        for rid, cell, status, error in bad:
+            where = (", ".join(f"{k}={v}" for k, v in cell.items()) if isinstance(cell, dict)
+                     else str(cell or ""))
+            parts.append(f"{rid}{f' ({where})' if where else ''} {status}"
+                         + (f": {error}" if error else ""))
+        from rich.text import Text
+
+        err_console.print(Text("incomplete: ", style="red")
+                          + Text(f"{len(bad)} of {total} runs did not finish: " + "; ".join(parts)),
+                          highlight=False, soft_wrap=True)
+    raise typer.Exit(code=RunsIncomplete.exit_code)
 
 
 @app.command("runs")
@@ -243,6 +270,9 @@ def study(
     report: Annotated[bool, typer.Option(help="write <out>/report.html")] = True,
     workers: Annotated[int, typer.Option(min=1, help="cells run in parallel")] = 1,
     backend: Annotated[str, typer.Option(help="serial | process | ray")] = "process",
+    stack: Annotated[int | None, typer.Option(
+        min=1, help="train up to K stackable cells as one fused model (1: off; default: "
+        "on with 8 copies on CUDA, off on CPU)")] = None,
 ) -> None:
     """Run a study (finished cells are skipped, interrupted ones resume) and report it."""
     from prunebench.studies import STUDIES, run_studies
@@ -254,11 +284,12 @@ def study(
     reporter = _reporter(quiet)
     command = " ".join(["prunebench", "study", name, "--preset", preset]
                        + ([f"--seeds {seeds}"] if seeds else [])
-                       + [f"--set {s}" for s in set_ or []] + ["--out", str(out)])
+                       + [f"--set {s}" for s in set_ or []] + ["--out", str(out)]
+                       + ([f"--stack {stack}"] if stack else []))
     try:
         manifests = run_studies(name, out, preset=preset, seeds=seeds, overrides=set_,
                                 reporter=reporter, command=command, workers=workers,
-                                backend=backend if workers > 1 else "serial")
+                                backend=backend if workers > 1 else "serial", stack=stack)
     except PrunebenchError as exc:
         _fail(exc)
     finally:
@@ -266,6 +297,9 @@ def study(
             reporter.close()
     for manifest in manifests:
         _study_outputs(out, manifest, report)
+    total = sum(len(m["cells"]) + len(m.get("dense_runs") or {}) for m in manifests)
+    _exit_incomplete(total, [(b["run"], b["cell"], b["status"], b.get("error"))
+                             for m in manifests for b in m.get("not_done") or []])
 
 
 def _study_outputs(out: Path, manifest: dict[str, Any], report: bool) -> None:
@@ -285,6 +319,37 @@ def _study_outputs(out: Path, manifest: dict[str, Any], report: bool) -> None:
     if report:
         html = write_html_report(out, path)
         console.print(f"report: {html}")
+
+
+@app.command()
+def doctor(
+    out: OutOpt = Path("runs"),
+    data_dir: Annotated[str | None, typer.Option(help="look here for data first")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="the checks as JSON")] = False,
+) -> None:
+    """Check this machine: torch and device, datasets, the run store, optional extras.
+
+    Exit 0 when everything needed is fine, 1 when something is wrong (each problem is
+    printed with what to do)."""
+    from prunebench.doctor import diagnose, healthy, to_json
+
+    checks = diagnose(out, data_dir=data_dir)
+    ok = healthy(checks)
+    if json_:
+        typer.echo(json.dumps(to_json(checks), indent=2))
+    else:
+        marks = {"ok": ("ok", "green"), "note": ("note", "yellow"),
+                 "problem": ("PROBLEM", "red")}
+        for c in checks:
+            word, color = marks[c.status]
+            console.print(f"[{color}]{word:>7s}[/{color}]  [bold]{escape(c.name)}[/bold]: "
+                          f"{escape(c.detail)}", highlight=False, soft_wrap=True)
+            if c.fix and not c.ok:
+                console.print(f"{'':>7s}  -> {escape(c.fix)}", highlight=False, soft_wrap=True)
+        n = sum(not c.ok and c.required for c in checks)
+        console.print("everything needed is fine" if ok else
+                      f"{n} problem(s): see the lines marked PROBLEM", highlight=False)
+    raise typer.Exit(0 if ok else 1)
 
 
 @app.command()

@@ -1,7 +1,9 @@
 """What every stage of a run needs: the device, the data on it, a model builder.
 
 Data is loaded once per run, moved to the training device once, and batched with tensor
-ops (:class:`prunebench.data.BatchLoader`); the test set is only ever evaluated.
+ops (:class:`prunebench.data.BatchLoader`); the test set is only ever evaluated. The
+recipe's ``speed:`` knobs are resolved for the device once (:attr:`Context.speed`) and
+travel with every :class:`~prunebench.train.Loaders` to ``train()``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import nn
 
 from prunebench.errors import RecipeError
 from prunebench.recipe import Recipe
-from prunebench.train import Loaders, Reporter
+from prunebench.train import Loaders, Reporter, SpeedPlan, resolve_speed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -41,6 +43,7 @@ class Context:
     train_y: torch.Tensor
     augment: str
     reporter: Reporter | None = None
+    speed: SpeedPlan | None = None  # the fast path as resolved for ``device``
 
     def build_dense(self) -> nn.Module:
         from prunebench.models import build_model
@@ -74,7 +77,7 @@ class Context:
             device=self.device,
         )
         return Loaders(train_loader, self.loaders.val, self.loaders.test,
-                       self.loaders.num_classes, self.recipe.precision)
+                       self.loaders.num_classes, self.recipe.precision, self.speed)
 
 
 def prepare(recipe: Recipe, device: torch.device, reporter: Reporter | None = None) -> Context:
@@ -94,9 +97,11 @@ def prepare(recipe: Recipe, device: torch.device, reporter: Reporter | None = No
         pick = torch.randperm(len(train_idx), generator=gen)[: d.train_subset]
         train_idx = train_idx[pick.sort().values]
     common = {"mean": ds.mean, "std": ds.std, "device": device}
+    speed = resolve_speed(recipe.speed, device, d.eval_batch_size)
+    eval_batch = speed.eval_batch_size or d.eval_batch_size
 
     def eval_loader(x: torch.Tensor, y: torch.Tensor) -> BatchLoader:
-        return BatchLoader(x, y, batch_size=d.eval_batch_size, **common)
+        return BatchLoader(x, y, batch_size=eval_batch, **common)
 
     val_loader = eval_loader(ds.train_x[val_idx], ds.train_y[val_idx]) if len(val_idx) else None
     test_loader = eval_loader(ds.test_x, ds.test_y)
@@ -113,6 +118,7 @@ def prepare(recipe: Recipe, device: torch.device, reporter: Reporter | None = No
         train_y,
         ds.augment if d.augment else "none",
         reporter,
+        speed,
     )
     ctx.loaders = ctx.loaders_for("pretrain")
     return ctx

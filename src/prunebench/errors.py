@@ -39,3 +39,27 @@ class PruningError(PrunebenchError):
 
 class StoreError(PrunebenchError):
     """The run store is missing a run or holds an inconsistent one."""
+
+
+class TrainingDiverged(Exception):  # noqa: N818 - a run outcome, not a user error
+    """Training produced a non-finite loss (or weights): the run stops and is recorded as
+    ``diverged`` (never ``done``). Not a :class:`PrunebenchError`: the input was valid.
+
+    ``phase`` (pretrain | prune | retrain), ``epoch`` (1-based, the epoch that diverged),
+    ``reason`` (one line) and ``history`` (the metrics of the epochs finished before it).
+    """
+
+    def __init__(self, phase: str, epoch: int, reason: str,
+                 history: list[dict[str, object]] | None = None) -> None:
+        self.phase, self.epoch, self.reason = phase, epoch, reason
+        self.history = list(history or [])
+        super().__init__(f"{reason} at {phase} epoch {epoch}")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"phase": self.phase, "epoch": self.epoch, "reason": self.reason}
+
+
+class RunsIncomplete(PrunebenchError):
+    """Some cells of a grid or study diverged or failed (the others finished): exit 4."""
+
+    exit_code = 4

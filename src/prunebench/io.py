@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from prunebench.errors import StoreError
+
 
 def _atomic(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
     path = Path(path)
@@ -72,11 +74,31 @@ def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
     return _atomic(path, lambda fh: torch.save(obj, fh))
 
 
+class CorruptFileError(StoreError, ValueError):
+    """A stored file cannot be parsed (damaged by hand or by a disk fault: the atomic
+    writes never leave half a file). A one-line project error, and still a ValueError for
+    callers that catch parse errors."""
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """One JSON object per line; a damaged file is a one-line :class:`CorruptFileError`."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise CorruptFileError(f"{str(path)!r} is not UTF-8 text (damaged?)") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            raise CorruptFileError(f"{str(path)!r} line {n} is not valid JSON (truncated or "
+                                   "damaged)") from None
+    return out
 
 
 def write_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> Path:

@@ -2,14 +2,24 @@
 
 ``run`` is the one entry point: finished runs return at once from the store, interrupted
 ones resume from their last epoch, and everything a user can get wrong is checked before
-anything is written.
+anything is written (:func:`validate_recipes` does the same for every cell of a grid or
+study before the first cell runs).
+
+A run whose training loss (or weights) becomes non-finite stops at the end of that epoch
+and is stored as ``diverged`` (with the phase, epoch and reason; the finished epochs'
+metrics are kept); it is returned, not raised. :func:`run_cell` also returns a run that
+fails with an exception as a ``failed`` result, so one bad cell never ends a grid or study.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import os
 import platform
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +28,12 @@ from torch import nn
 
 from prunebench import __version__, io
 from prunebench.context import Context, prepare, resolve_device
-from prunebench.errors import PrunebenchError
+from prunebench.errors import PrunebenchError, RecipeError, TrainingDiverged
 from prunebench.plan import Stage, plan, run_id
-from prunebench.recipe import Recipe
-from prunebench.record import RunRecord, RunResult, budgets, build_trajectory, origin
+from prunebench.recipe import Recipe, RetrainCfg
+from prunebench.record import Budget, RunRecord, RunResult, budgets, build_trajectory, origin
 from prunebench.stages import (
+    check_base_model,
     check_prune,
     cpu_state,
     effective_retrain,
@@ -33,7 +44,7 @@ from prunebench.stages import (
     train_resumable,
 )
 from prunebench.store import RunStore, locked
-from prunebench.train import Reporter
+from prunebench.train import Reporter, StepHooks, TrainState, finite_weights
 
 
 def _best_val(history: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -66,6 +77,64 @@ def _coerce(
     return recipe
 
 
+def check_recipe(ctx: Context) -> None:
+    """Check one prepared recipe against the built model before anything is written: the
+    prune section (criterion, layer patterns, budgets) and the ``base_model`` file (a
+    weights-only state dict whose keys and shapes fit the model)."""
+    dense = ctx.build_dense()
+    check_prune(ctx, dense)
+    r = ctx.recipe
+    if r.base_model is not None:
+        check_base_model(r.base_model, dense, r.model.name)
+
+
+def _relabel(exc: PrunebenchError, label: str) -> PrunebenchError:
+    msg = f"{label}: {exc}"
+    try:
+        new = type(exc)(msg)
+    except Exception:  # noqa: BLE001 - an error type with another constructor
+        new = RecipeError(msg)
+    new.exit_code = exc.exit_code
+    return new
+
+
+def validate_recipes(
+    recipes: Sequence[tuple[str, Recipe]],
+    *,
+    device: str | None = None,
+    data_dir: str | None = None,
+) -> list[Recipe]:
+    """Check every ``(label, recipe)`` (its plan, data, prune section against the built
+    model, base_model file) before any of them runs; returns the recipes with ``device`` /
+    ``data_dir`` applied. The first problem raises a one-line error prefixed with the
+    cell's label ("" for none). Nothing is written (the data may be downloaded to its
+    cache)."""
+    contexts: dict[tuple[str, str], Context] = {}
+    out = []
+    for label, recipe in recipes:
+        try:
+            r = _coerce(recipe, None, device, data_dir)
+            plan(r)  # the base_model file exists (hashed for the stage key)
+            key = (json.dumps(r.data.model_dump(mode="json"), sort_keys=True), r.device)
+            if key not in contexts:
+                contexts[key] = prepare(r, resolve_device(r.device))
+            check_recipe(dataclasses.replace(contexts[key], recipe=r))
+        except PrunebenchError as exc:
+            if not label:
+                raise
+            raise _relabel(exc, label) from None
+        out.append(r)
+    return out
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    head = text[0] if text else ""
+    if isinstance(exc, PrunebenchError):
+        return head[:500]
+    return f"{type(exc).__name__}: {head}"[:500] if head else type(exc).__name__
+
+
 def run(
     recipe: Recipe | dict[str, Any] | str | os.PathLike[str],
     out: str | os.PathLike[str] = "runs",
@@ -77,37 +146,111 @@ def run(
 ) -> RunResult:
     """Run one recipe (pretrain -> prune -> retrain) and return its result.
 
-    Finished runs return at once from the store; interrupted ones resume.
+    Finished runs return at once from the store; interrupted ones resume. A run that
+    diverges is stored and returned with ``status == "diverged"``; any other exception
+    during the run is stored as ``failed`` and raised.
     """
     recipe = _coerce(recipe, overrides, device, data_dir)
     store = RunStore(out)
     stages = plan(recipe)
-    rid = stages[-1].key
-    rdir = store.run_dir(rid)
-    recipe_dict = recipe.model_dump(mode="json")
-    existing = store.result(rid)
-    if existing is not None and existing.status == "done":
-        return RunResult(rid, rdir, existing.to_json(), recipe_dict)
+    book = RunBook(store, recipe, stages)
+    done = book.stored()
+    if done is not None:
+        return done
     # everything a user can get wrong is checked before anything is written
     ctx = prepare(recipe, resolve_device(recipe.device), reporter)
-    check_prune(ctx, ctx.build_dense())
-    with locked(rdir / ".lock"):
-        existing = store.result(rid)
-        if existing is not None and existing.status == "done":
-            return RunResult(rid, rdir, existing.to_json(), recipe_dict)
-        io.write_text(rdir / "recipe.yaml", recipe.to_yaml())
-        store.record(rid, "running", recipe_dict)
+    check_recipe(ctx)
+    with locked(book.rdir / ".lock"):
+        done = book.stored()
+        if done is not None:
+            return done
+        book.open()
         try:
-            result = _execute(ctx, store, stages, rdir)
+            result = _execute(ctx, store, stages, book.rdir, book.progress)
+        except TrainingDiverged as exc:
+            return book.diverged(exc)
         except BaseException as exc:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            store.record(rid, status, recipe_dict,
-                         RunRecord(id=rid, status=status, error=str(exc)[:500]))
+            book.aborted(exc)
             raise
-        record = finish_record(result, recipe)
-        io.write_json(rdir / "result.json", record.to_json())
-        store.record(rid, "done", recipe_dict, record)
-    return RunResult(rid, rdir, record.to_json(), recipe_dict)
+        return book.done(result)
+
+
+class RunBook:
+    """One run's bookkeeping in the store (its folder, ``result.json``, the index row),
+    shared by :func:`run` and stacked training (:mod:`prunebench.stacked_runs`); the caller
+    holds the run's lock."""
+
+    def __init__(self, store: RunStore, recipe: Recipe, stages: list[Stage]) -> None:
+        self.store, self.recipe, self.stages = store, recipe, stages
+        self.rid = stages[-1].key
+        self.rdir = store.run_dir(self.rid)
+        self.recipe_dict = recipe.model_dump(mode="json")
+        self.progress = _Progress()
+
+    def result(self, record: RunRecord) -> RunResult:
+        return RunResult(self.rid, self.rdir, record.to_json(), self.recipe_dict)
+
+    def stored(self) -> RunResult | None:
+        """The stored result when the run is done already."""
+        existing = self.store.result(self.rid)
+        if existing is not None and existing.status == "done":
+            return self.result(existing)
+        return None
+
+    def open(self) -> None:
+        """Mark the run running (a stale failed / diverged outcome is removed)."""
+        (self.rdir / "result.json").unlink(missing_ok=True)
+        io.write_text(self.rdir / "recipe.yaml", self.recipe.to_yaml())
+        self.store.record(self.rid, "running", self.recipe_dict)
+
+    def diverged(self, exc: TrainingDiverged) -> RunResult:
+        record = diverged_record(self.progress, exc, self.recipe)
+        io.write_jsonl(self.rdir / "metrics.jsonl", self.progress.lines + exc.history)
+        io.write_json(self.rdir / "result.json", record.to_json())
+        self.store.record(self.rid, "diverged", self.recipe_dict, record)
+        return self.result(record)
+
+    def aborted(self, exc: BaseException) -> RunResult:
+        """Record an exception: ``interrupted`` (KeyboardInterrupt: the run stays
+        resumable, with no outcome) or ``failed`` (with ``result.json``)."""
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        record = RunRecord(id=self.rid, status=status, error=_error_text(exc))
+        if status == "failed":
+            with contextlib.suppress(Exception):
+                io.write_json(self.rdir / "result.json", record.to_json())
+            with contextlib.suppress(Exception):
+                exc.prunebench_run = self.rid  # type: ignore[attr-defined]
+        self.store.record(self.rid, status, self.recipe_dict, record)
+        return self.result(record)
+
+    def done(self, result: dict[str, Any]) -> RunResult:
+        record = finish_record(result, self.recipe)
+        io.write_json(self.rdir / "result.json", record.to_json())
+        self.store.record(self.rid, "done", self.recipe_dict, record)
+        return self.result(record)
+
+
+def run_cell(
+    recipe: Recipe | dict[str, Any],
+    out: str | os.PathLike[str] = "runs",
+    *,
+    reporter: Reporter | None = None,
+) -> RunResult:
+    """:func:`run` for one cell of a grid or study: a run that fails during execution
+    (any exception once its folder exists) comes back as a ``failed`` result instead of
+    being raised, so the other cells still run. Bad input found before anything is
+    written (a :class:`PrunebenchError`) and ``KeyboardInterrupt`` still propagate."""
+    try:
+        return run(recipe, out, reporter=reporter)
+    except Exception as exc:
+        rid = getattr(exc, "prunebench_run", None)
+        if rid is None and isinstance(exc, PrunebenchError):
+            raise
+        r = _coerce(recipe, None, None, None)
+        rid = rid or plan(r)[-1].key
+        return RunResult(rid, RunStore(out).run_dir(rid),
+                         {"id": rid, "status": "failed", "error": _error_text(exc)},
+                         r.model_dump(mode="json"))
 
 
 # -- trainability measurements --------------------------------------------------------------
@@ -162,57 +305,154 @@ _PRUNE_LINE = ("val_acc", "test_acc", "params_pruned", "macs_pruned", "param_spa
                "speedup")
 
 
-def _execute(ctx: Context, store: RunStore, stages: list[Stage], rdir: Path) -> dict[str, Any]:
-    from prunebench.trainability import layer_isometry, trainability_accuracy
+@dataclasses.dataclass
+class _Progress:
+    """What a run has produced so far (its result fields, its metrics lines): a diverged
+    run keeps them."""
+
+    result: dict[str, Any] = dataclasses.field(default_factory=dict)
+    lines: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _require_finite(model: nn.Module, phase: str, epoch: int, what: str) -> None:
+    """A stored stage with non-finite weights (from before divergence was detected) is a
+    diverged run too; the JSV and isometry measurements never see NaN weights."""
+    if not finite_weights(model):
+        raise TrainingDiverged(phase, epoch, f"non-finite weights in the {what}")
+
+
+def diverged_record(progress: _Progress, exc: TrainingDiverged, recipe: Recipe) -> RunRecord:
+    """The record of a diverged run: what its finished stages measured, the divergence
+    (phase, epoch, reason) and no final accuracy (it is never ranked)."""
+    keep = {k: v for k, v in progress.result.items()
+            if k not in ("test_acc", "val_acc", "test_top5", "best_val", "ta", "status")}
+    rec = RunRecord.model_validate({
+        **keep, "id": progress.result.get("id") or plan(recipe)[-1].key,
+        "status": "diverged", "error": str(exc),
+        "diverged": {**exc.to_dict(), "finished_epochs": len(exc.history)},
+    })
+    rec.origin = origin(recipe)
+    rec.pruned_at = recipe.prune.at_epoch if recipe.prune is not None else None
+    unknown = Budget(pretrain=None, prune=None, retrain=None, total=None)
+    rec.epochs, rec.train_macs = unknown, unknown  # it never finished: no budget to compare
+    return RunRecord.model_validate(rec.to_json())
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A run up to its retraining (stages built or loaded, retraining prepared): what
+    :func:`finish_run` completes once the retraining state is known. ``cfg`` is None for
+    a run without retraining."""
+
+    ctx: Context
+    rdir: Path
+    model: nn.Module
+    result: dict[str, Any]
+    lines: list[dict[str, Any]]
+    final_info: dict[str, Any]
+    history: list[dict[str, Any]]  # the dense stage's (a pretrained run's best_val)
+    base_kind: str
+    t0: float
+    cfg: RetrainCfg | None = None
+    hooks: StepHooks | None = None
+    meter: _JSV | None = None
+
+    @property
+    def latest(self) -> Path:
+        return self.rdir / "checkpoints" / "latest.pt"
+
+    @property
+    def extra_metrics(self) -> Callable[[nn.Module, int], dict[str, Any]] | None:
+        return self.meter.per_epoch if self.meter is not None and self.meter.enabled else None
+
+    def write_metrics(self, state: TrainState) -> None:
+        io.write_jsonl(self.rdir / "metrics.jsonl", self.lines + state.history)
+
+
+def prepare_run(
+    ctx: Context, store: RunStore, stages: list[Stage], rdir: Path, progress: _Progress
+) -> Prepared:
+    """Build or load the run's shared stages and prepare its retraining (init, hooks,
+    effective config, the starting measurements); ``progress`` follows along."""
+    from prunebench.trainability import layer_isometry
 
     t0 = time.perf_counter()
     recipe = ctx.recipe
     ckpt = rdir / "checkpoints"
     by_kind = {s.kind: s for s in stages}
+    progress.result.update({"id": stages[-1].key, "stages": {s.kind: s.key for s in stages}})
     model, dense_info, history = run_base_stage(ctx, store, stages[0])
+    _require_finite(model, "pretrain", int(dense_info.get("epochs") or 0), "dense model")
     result: dict[str, Any] = {
         "id": stages[-1].key,
         "status": "done",
         "stages": {s.kind: s.key for s in stages},
         "data": {"name": recipe.data.name, "source": ctx.dataset.source,
-                 "checksum": ctx.dataset.checksum, "train_images": int(ctx.train_x.shape[0])},
+                 # the data identity the stage keys hold (a plugin dataset without one: the
+                 # tensors' checksum), so a result's label never disagrees with its key
+                 "checksum": stages[0].config.get("data_id", ctx.dataset.checksum),
+                 "train_images": int(ctx.train_x.shape[0])},
         "device": str(ctx.device),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "prunebench": __version__,
+        # the fast path's knobs, requested and actually used (never part of the id)
+        "speed": ctx.speed.record() if ctx.speed is not None else None,
         "dense": dense_info,
     }
-    final_info = dense_info
+    progress.result = result
     lines = list(history)
+    progress.lines = lines
+    prep = Prepared(ctx, rdir, model, result, lines, dense_info, history, stages[0].kind, t0)
     masks = None
     meter = _JSV(ctx, model) if "retrain" in by_kind else None
     jsv_dense = meter(model) if meter is not None and meter.enabled else None
     if "prune" in by_kind:
         pdir = store.stage_dir("prune", by_kind["prune"].key)
         model, prune_info, masks = run_prune_stage(ctx, store, by_kind["prune"], model)
+        _require_finite(model, "prune", 0, "pruned model")
+        prep.model = model
         result["pruned"] = prune_info
-        final_info = prune_info
+        prep.final_info = prune_info
         lines.append({"phase": "prune", "epoch": 0, **{k: prune_info.get(k) for k in _PRUNE_LINE}})
         for name in ("pruned.pt", "structure.json", "masks.pt"):
             if (pdir / name).is_file():
                 _link_or_copy(pdir / name, ckpt / name)
     io.write_jsonl(rdir / "metrics.jsonl", lines)
     if "retrain" in by_kind:
-        hooks = prepare_retrain(ctx, model, masks)
-        cfg = effective_retrain(ctx, dense_info, result.get("pruned"))
+        prep.hooks = prepare_retrain(ctx, model, masks)
+        prep.cfg = effective_retrain(ctx, dense_info, result.get("pruned"))
         # per-layer isometry of the weights retraining starts from (after scratch / OrthP)
         result["isometry"] = {"start": layer_isometry(model)}
         assert meter is not None
+        prep.meter = meter
         if meter.enabled:
             result["jsv"] = {"mode": meter.mode, "method": meter.method, "dense": jsv_dense,
                              "pruned": meter(model)}
             lines[-1]["jsv_mean"] = result["jsv"]["pruned"]["mean"]
-        state = train_resumable(
-            ctx, model, cfg, "retrain", ckpt / "latest.pt", hooks=hooks,
-            extra_metrics=meter.per_epoch if meter.enabled else None,
-            on_epoch=lambda s: io.write_jsonl(rdir / "metrics.jsonl", lines + s.history),
-        )
-        io.write_jsonl(rdir / "metrics.jsonl", lines + state.history)
+    return prep
+
+
+def retrain_alone(prep: Prepared) -> TrainState:
+    """A prepared run's retraining on its own (checkpointed, resumable)."""
+    assert prep.cfg is not None
+    return train_resumable(
+        prep.ctx, prep.model, prep.cfg, "retrain", prep.latest, hooks=prep.hooks,
+        extra_metrics=prep.extra_metrics, on_epoch=prep.write_metrics,
+    )
+
+
+def finish_run(prep: Prepared, state: TrainState | None) -> dict[str, Any]:
+    """The result of a prepared run whose retraining (if any) ended in ``state``: TA,
+    best validation epoch, final measurements, ``final.pt``."""
+    from prunebench.trainability import layer_isometry, trainability_accuracy
+
+    ctx, rdir, model, result = prep.ctx, prep.rdir, prep.model, prep.result
+    final_info = prep.final_info
+    if prep.cfg is not None:
+        assert state is not None and prep.meter is not None
+        cfg, meter = prep.cfg, prep.meter
+        io.write_jsonl(rdir / "metrics.jsonl", prep.lines + state.history)
         n = ta_epochs(ctx, cfg)
         result["retrain"] = {"epochs": cfg.epochs, "lr": cfg.lr, "init": cfg.init,
                              "budget": cfg.budget}
@@ -228,14 +468,23 @@ def _execute(ctx: Context, store: RunStore, stages: list[Stage], rdir: Path) -> 
             result["jsv"]["seconds_per_call"] = round(meter.seconds / max(meter.calls, 1), 4)
         result["isometry"]["final"] = layer_isometry(model)
         final_info = state.history[-1] if state.history else final_info
-    elif stages[0].kind == "pretrain" and history:
-        result["best_val"] = _best_val(history)
-    io.save_torch(ckpt / "final.pt", cpu_state(model))
+    elif prep.base_kind == "pretrain" and prep.history:
+        result["best_val"] = _best_val(prep.history)
+    io.save_torch(rdir / "checkpoints" / "final.pt", cpu_state(model))
     for key in ("test_acc", "val_acc", "test_top5"):
         if final_info.get(key) is not None:
             result[key] = final_info[key]
-    result["seconds"] = round(time.perf_counter() - t0, 3)
+    if ctx.speed is not None:  # again: a failed compile during retraining fell back to eager
+        result["speed"] = ctx.speed.record()
+    result["seconds"] = round(time.perf_counter() - prep.t0, 3)
     return result
+
+
+def _execute(
+    ctx: Context, store: RunStore, stages: list[Stage], rdir: Path, progress: _Progress
+) -> dict[str, Any]:
+    prep = prepare_run(ctx, store, stages, rdir, progress)
+    return finish_run(prep, retrain_alone(prep) if prep.cfg is not None else None)
 
 
 def finish_record(result: dict[str, Any], recipe: Recipe) -> RunRecord:
@@ -257,11 +506,15 @@ def finish_record(result: dict[str, Any], recipe: Recipe) -> RunRecord:
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists():
-        return
+        with contextlib.suppress(OSError):
+            if os.path.samefile(src, dst) or dst.read_bytes() == src.read_bytes():
+                return
+        dst.unlink()  # a redone stage (its old file was unreadable): link the new one
     try:
         os.link(src, dst)
     except OSError:
         io.write_bytes(dst, src.read_bytes())
 
 
-__all__ = ["RunResult", "Stage", "plan", "run", "run_id", "PrunebenchError"]
+__all__ = ["RunResult", "Stage", "plan", "run", "run_cell", "run_id", "validate_recipes",
+           "PrunebenchError"]

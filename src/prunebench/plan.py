@@ -4,6 +4,11 @@ Each stage key hashes the stage's own normalised config plus its parent's key: a
 model shared by many recipes is trained once, a finished stage is never redone, and the
 run id (the last stage's key) is a content hash of the whole effective recipe.
 
+The data is part of it: the dense stage's config holds ``data_id``, the content checksum of
+the dataset files the run will load (:func:`data_identity`; ``data.data_dir`` is a path, not
+an identity, and stays out of the recipe's identity), so the same recipe pointed at another
+copy of a dataset gets other keys, and a corrected copy is never mistaken for the old one.
+
 Plugin code is part of it: when a stage uses a registered component from outside the
 prunebench package (a plugin's model, dataset, criterion, prune schedule), the stage's
 config gets a ``code`` entry with the hash of that component's source file
@@ -44,14 +49,20 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def base_stage(recipe: Recipe, stop_at: int | None = None) -> Stage:
-    """The dense-model stage: pretrain (optionally stopped at ``stop_at``), a base, or init."""
+def base_stage(recipe: Recipe, stop_at: int | None = None, *, legacy: bool = False) -> Stage:
+    """The dense-model stage: pretrain (optionally stopped at ``stop_at``), a base, or init.
+
+    ``legacy``: the key as schema-1 records computed it (no data identity, no plugin code),
+    to name the origin of results written before those entered the keys."""
     ident = recipe.identity()
     base: dict[str, Any] = {
         "seed": recipe.seed,
         "data": ident.get("data", {}),
         "model": ident.get("model", {}),
     }
+    data_id = None if legacy else data_identity(recipe)
+    if data_id is not None:  # the data's content, not its path: every key downstream changes
+        base["data_id"] = data_id
     if recipe.precision != "fp32":  # every stage downstream inherits it through the chain
         base["precision"] = recipe.precision
     if recipe.base_model is not None:
@@ -66,10 +77,25 @@ def base_stage(recipe: Recipe, stop_at: int | None = None) -> Stage:
         base["pretrain"] = _section(recipe.pretrain, PretrainCfg())
         if stop_at is not None:
             base["stop_at"] = stop_at
-    code = base_code(recipe)
+    code = {} if legacy else base_code(recipe)
     if code:
         base["code"] = code
     return Stage(kind, recipe_hash({"stage": kind, **base}), base)
+
+
+def data_identity(recipe: Recipe) -> str | None:
+    """The identity of the data the recipe will load: a content checksum of the files found
+    by the lookup order (``data.data_dir``, ``$PRUNEBENCH_DATA``, the user cache, system paths,
+    a download), cached by path, size and mtime; for synthetic data a hash of its parameters.
+    None for an unknown dataset (loading it fails later) or a plugin dataset without an
+    identity function. Missing or unreadable data raises the loaders' one-line DataError."""
+    from prunebench.data import DATASETS
+    from prunebench.data.core import data_identity as _identity
+
+    d = recipe.data
+    if d.name not in DATASETS:
+        return None
+    return _identity(d.name, d.data_dir, **d.kwargs)
 
 
 def base_code(recipe: Recipe) -> dict[str, str]:

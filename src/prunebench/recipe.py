@@ -19,13 +19,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from prunebench.errors import RecipeError, ScheduleError
+from prunebench.errors import PrunebenchError, RecipeError, ScheduleError
 from prunebench.schedule import Schedule, parse_schedule
 
 
@@ -34,6 +35,26 @@ def _canonical_lr(v: Any) -> str:
         return parse_schedule(v).canonical()
     except ScheduleError as exc:
         raise ValueError(str(exc)) from None
+    except (TypeError, AttributeError, KeyError, IndexError, OverflowError, RecursionError):
+        raise ValueError(f"bad LR schedule {_short(v)}") from None
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as ``section.field``; odd keys (spaces, newlines, ...) are
+    shown quoted so the message stays on one line."""
+    parts = [str(p) if isinstance(p, int) or re.fullmatch(r"[\w-]+", str(p), re.ASCII)
+             else _short(p, 40) for p in loc]
+    return ".".join(parts) or "(top level)"
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to one short line (error messages)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a hostile __repr__ never breaks an error message
+        text = f"<{type(value).__name__}>"
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Cfg(BaseModel):
@@ -92,7 +113,13 @@ class TrainCfg(_Cfg):
             except ValueError:
                 raise ValueError(f"bad start LR {start!r} in {lr!r}: expected 'pxfy:LR'") from None
             epochs = values.get("epochs", cls.model_fields["epochs"].default)
-            values = {**values, "lr": pxfy_schedule(start_lr, int(epochs))}
+            if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+                raise ValueError(f"lr {lr!r} needs epochs as a whole number >= 0 "
+                                 f"(got {_short(epochs)})")
+            try:
+                values = {**values, "lr": pxfy_schedule(start_lr, epochs)}
+            except PrunebenchError as exc:
+                raise ValueError(str(exc)) from None
         return values
 
     @property
@@ -205,6 +232,29 @@ class MeasureCfg(_Cfg):
     ta_cosine_fraction: float = Field(0.25, gt=0, le=1)
 
 
+_KNOB = Literal["auto", "on", "off"]
+
+
+class SpeedCfg(_Cfg):
+    """The fast path's knobs (``auto``: on for CUDA, off elsewhere). None of them is part of
+    the run id: they change how a step runs, never what it computes (bf16 is ``precision``,
+    which is). The result record stores them under ``speed`` with what was actually used."""
+
+    compile: _KNOB = Field("auto", description="torch.compile the train step")
+    cuda_graphs: _KNOB = Field("auto", description="CUDA graphs (compile mode reduce-overhead)")
+    channels_last: _KNOB = Field("auto", description="channels_last weights and inputs")
+    fused_sgd: _KNOB = Field("auto", description="torch.optim.SGD(fused=True)")
+    eval_batch_size: int | None = Field(
+        None, gt=0, description="evaluation batch; None: data.eval_batch_size (>= 2048 on CUDA)"
+    )
+
+    @field_validator("compile", "cuda_graphs", "channels_last", "fused_sgd", mode="before")
+    @classmethod
+    def _yaml_bool(cls, v: Any) -> Any:
+        """YAML reads a bare ``on`` / ``off`` as true / false."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+
 class Recipe(_Cfg):
     name: str | None = Field(None, description="a label; not part of the id")
     seed: int = 0
@@ -223,6 +273,9 @@ class Recipe(_Cfg):
         description="modules or .py files imported first (they register criteria, models...)",
     )
     device: str = Field("auto", description="auto|cpu|cuda[:N]; not part of the id")
+    speed: SpeedCfg = Field(
+        default_factory=SpeedCfg, description="fast-path knobs; not part of the id"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -271,7 +324,7 @@ class Recipe(_Cfg):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-_NOT_IN_ID = ("name", "device", "data.data_dir", "plugins")
+_NOT_IN_ID = ("name", "device", "data.data_dir", "plugins", "speed")
 
 
 def load_plugins(plugins: list[str]) -> None:
@@ -348,10 +401,11 @@ def recipe_hash(obj: Any, length: int = 12) -> str:
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value: YAML scalars/lists/maps, but LR strings like '0:0.1' stay strings."""
+    """A ``--set`` value: YAML scalars/lists/maps, but LR strings like '0:0.1' stay strings
+    (so does text YAML cannot read, e.g. an impossible date like ``2001-02-30``)."""
     try:
         value = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
         return text
     if isinstance(value, int | float) and ":" in text:  # YAML 1.1 sexagesimal
         return text
@@ -360,6 +414,10 @@ def parse_value(text: str) -> Any:
 
 def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``a.b.c`` in a nested dict, creating sections; ``finetune`` maps to ``retrain``."""
+    if not isinstance(dotted, str):
+        raise RecipeError(f"bad override key {_short(dotted)}: expected section.field text")
+    if not isinstance(d, dict):
+        raise RecipeError(f"cannot set {dotted!r}: the recipe is not a mapping")
     keys = dotted.split(".")
     if not all(keys):
         raise RecipeError(f"bad override key {dotted!r}: expected section.field, e.g. retrain.lr")
@@ -377,10 +435,17 @@ def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    raw = copy.deepcopy(raw)
+    if not isinstance(raw, dict):
+        raise RecipeError(f"a recipe must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        raw = copy.deepcopy(raw)
+    except RecursionError:
+        raise RecipeError("the recipe is nested too deeply") from None
     if "finetune" in raw and "retrain" not in raw:
         raw["retrain"] = raw.pop("finetune")
     for item in overrides or []:
+        if not isinstance(item, str):
+            raise RecipeError(f"bad override {_short(item)}: expected KEY=VALUE text")
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise RecipeError(f"bad override {item!r}: expected KEY=VALUE, e.g. retrain.lr=0:0.001")
@@ -389,28 +454,70 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
 
 
 def build_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
-    """Validate a dict into a Recipe; errors become one-line RecipeErrors naming the field."""
+    """Validate a dict into a Recipe; errors become one-line RecipeErrors naming the field.
+
+    Only :class:`~prunebench.errors.PrunebenchError` subclasses come out, whatever ``raw``
+    holds (a hypothesis test feeds it random values)."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe must be a mapping of sections, "
+                          f"got {type(raw).__name__}")
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
+        errors = exc.errors()
+        err = errors[0]
+        loc = _loc(err["loc"])
+        msg = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
         got = err.get("input")
-        shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        shown = "" if isinstance(got, dict) else f" (got {_short(got)})"
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise RecipeError(f"{source}: {loc}: {msg}{shown}{more}") from None
+    except PrunebenchError:
+        raise
+    except RecursionError:
+        raise RecipeError(f"{source}: the recipe is nested too deeply") from None
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError,
+            ImportError) as exc:  # a validator hit a value of a type it did not expect
+        text = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise RecipeError(f"{source}: invalid recipe: {text}") from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
+    """A recipe file's mapping. Missing, unreadable, binary (not UTF-8), empty or non-YAML
+    files are one-line :class:`RecipeError` s (an empty file would otherwise silently start
+    a default 200-epoch run)."""
+    try:
+        path = Path(path)
+        exists = path.is_file()
+    except (TypeError, ValueError):
+        raise RecipeError(f"recipe file {_short(path)} is not a valid path") from None
+    if not exists:
         raise RecipeError(f"recipe file {str(path)!r} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RecipeError(f"recipe file {str(path)!r} cannot be read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError(f"recipe file {str(path)!r} is not a text file (not UTF-8): "
+                          "expected a YAML recipe") from None
+    if "\x00" in text:
+        raise RecipeError(f"recipe file {str(path)!r} is a binary file (it holds NUL bytes): "
+                          "expected a YAML recipe")
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise RecipeError(f"recipe file {str(path)!r} is not valid YAML: {first}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date like 2001-02-30
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise RecipeError(f"recipe file {str(path)!r} is not valid YAML: {first}") from None
+    except RecursionError:
+        raise RecipeError(f"recipe file {str(path)!r} is nested too deeply") from None
+    if raw is None:
+        raise RecipeError(f"recipe file {str(path)!r} is empty: a recipe needs at least "
+                          "its sections (see examples/tiny.yaml)")
     if not isinstance(raw, dict):
         raise RecipeError(
             f"recipe file {str(path)!r} must hold a mapping, got {type(raw).__name__}"

@@ -387,18 +387,19 @@ def _origin_from_recipe(recipe: dict[str, Any]) -> str | None:
     from prunebench.recipe import build_recipe
 
     try:
-        return origin(build_recipe(recipe))
+        return origin(build_recipe(recipe), legacy=True)
     except (PrunebenchError, OSError, ValueError):
         return None
 
 
-def origin(recipe: Any) -> str:
+def origin(recipe: Any, *, legacy: bool = False) -> str:
     """The identity of what a run's weights descend from: the *whole* dense run (its
     pretraining stage key without a stop epoch, so PxFy runs pruned at different epochs
-    of one dense run share it), a checkpoint's sha256, or the initialisation stage."""
+    of one dense run share it), a checkpoint's sha256, or the initialisation stage.
+    ``legacy``: as schema-1 records keyed their stages (for upgrading them)."""
     from prunebench.plan import base_stage
 
-    stage = base_stage(recipe, None)
+    stage = base_stage(recipe, None, legacy=legacy)
     if stage.kind == "base":
         return f"sha256:{stage.config['base_model_sha256']}"
     return f"{stage.kind}:{stage.key}"

@@ -8,7 +8,10 @@ Nothing here knows about studies or comparisons.
 from __future__ import annotations
 
 import copy
+import pickle
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,99 @@ def load(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def warn(ctx: Context | None, message: str) -> None:
+    """A warning the user should see (a discarded checkpoint): the reporter's ``warn`` when
+    it has one, else one line on stderr."""
+    reporter = getattr(ctx, "reporter", None) if ctx is not None else None
+    hook = getattr(reporter, "warn", None)
+    if callable(hook):
+        hook(message)
+    else:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0].split(". ")[0][:160] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def try_load(path: Path) -> tuple[Any, str | None]:
+    """``(object, None)``, or ``(None, why)`` when the file is unreadable (truncated,
+    corrupt, or refused by the weights-only unpickler)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return load(path), None
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is discarded
+        return None, _why(exc)
+
+
+def _discard(ctx: Context | None, path: Path, why: str, redo: str) -> None:
+    warn(ctx, f"discarding unreadable checkpoint {path} ({why}); {redo}")
+    path.unlink(missing_ok=True)
+
+
+# -- base models (a checkpoint a recipe names) ----------------------------------------------
+
+
+def read_base_model(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a ``base_model`` file (a state dict or ``{"model": state_dict}``),
+    loaded with ``weights_only=True``; a one-line RecipeError when it is not one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            obj = load(Path(path))
+        except pickle.UnpicklingError:
+            raise RecipeError(
+                f"base_model {str(path)!r} is refused: it is a pickle of Python objects, not a "
+                "state dict of tensors (only torch.load(weights_only=True) files are loaded)"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - any other unreadable file
+            raise RecipeError(
+                f"base_model {str(path)!r} is not a readable torch checkpoint (empty, "
+                f"truncated or another format; {_why(exc)})"
+            ) from None
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not obj or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise RecipeError(
+            f"base_model {str(path)!r} holds a {type(obj).__name__}, not a state dict "
+            "(a mapping of parameter names to tensors, or {'model': state_dict})"
+        )
+    return obj
+
+
+def check_base_model(path: str | Path, model: nn.Module, model_name: str) -> dict[str, Any]:
+    """Validate a ``base_model`` file against the built dense model: loadable, a state dict
+    whose keys and shapes fit, finite values. Returns the state dict."""
+    state = read_base_model(path)
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in want.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} keys ({', '.join(missing[:3])})")
+    if extra:
+        problems.append(f"{len(extra)} unexpected keys ({', '.join(extra[:3])})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches ({'; '.join(shapes[:2])})")
+    if problems:
+        raise RecipeError(
+            f"base_model {str(path)!r} does not fit {model_name}: {'; '.join(problems)}"
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise RecipeError(
+            f"base_model {str(path)!r} has non-finite values (NaN/inf) in {', '.join(bad[:3])}"
+        )
+    return state
+
+
 def _save_latest(path: Path, state: TrainState, model: nn.Module) -> None:
     io.save_torch(
         path,
@@ -50,12 +146,43 @@ def _save_latest(path: Path, state: TrainState, model: nn.Module) -> None:
     )
 
 
-def _resume(path: Path, model: nn.Module) -> TrainState | None:
+def _resume(path: Path, model: nn.Module, ctx: Context | None = None) -> TrainState | None:
+    """The state saved in ``path`` (weights loaded into ``model``); ``None`` when there is
+    none. An unreadable or inconsistent checkpoint (truncated, another shape) is discarded
+    with a warning and training starts over (the model is left untouched)."""
     if not path.is_file():
         return None
-    ckpt = load(path)
-    model.load_state_dict(ckpt["model"])
-    return TrainState(ckpt["epoch"], list(ckpt["history"]), ckpt["optimizer"])
+    ckpt, why = try_load(path)
+    if why is None:
+        try:
+            backup = copy.deepcopy(model.state_dict())
+            model.load_state_dict(ckpt["model"])
+            return TrainState(int(ckpt["epoch"]), list(ckpt["history"]), ckpt["optimizer"])
+        except Exception as exc:  # noqa: BLE001 - a checkpoint that does not fit
+            model.load_state_dict(backup)
+            why = _why(exc)
+    _discard(ctx, path, why, "restarting this stage's training from its start")
+    return None
+
+
+def resume_state(latest: Path, model: nn.Module, ctx: Context | None = None) -> TrainState | None:
+    """The training state checkpointed in ``latest`` (weights loaded into ``model``), or
+    ``None`` (an unreadable checkpoint is discarded with a warning)."""
+    return _resume(latest, model, ctx)
+
+
+def epoch_saver(
+    latest: Path, on_epoch: Callable[[TrainState], None] | None = None
+) -> Callable[[TrainState, nn.Module, Any], None]:
+    """An ``on_epoch_end`` callback (``train`` / ``train_stacked``) that checkpoints the
+    epoch into ``latest``, then calls ``on_epoch(state)``."""
+
+    def save(state: TrainState, m: nn.Module, _opt: Any) -> None:
+        _save_latest(latest, state, m)
+        if on_epoch is not None:
+            on_epoch(state)
+
+    return save
 
 
 def train_resumable(
@@ -72,13 +199,7 @@ def train_resumable(
     extra_metrics: Callable[[nn.Module, int], dict[str, Any]] | None = None,
 ) -> TrainState:
     """Train with a checkpoint (``latest``) after every epoch; resume from it if present."""
-
-    def save(state: TrainState, m: nn.Module, _opt: Any) -> None:
-        _save_latest(latest, state, m)
-        if on_epoch is not None:
-            on_epoch(state)
-
-    state = _resume(latest, model) or start
+    state = resume_state(latest, model, ctx) or start
     return train(
         model,
         ctx.loaders_for(phase),
@@ -87,7 +208,7 @@ def train_resumable(
         state=state,
         stop_at=stop_at,
         reporter=ctx.reporter,
-        on_epoch_end=save,
+        on_epoch_end=epoch_saver(latest, on_epoch),
         hooks=hooks,
         extra_metrics=extra_metrics,
     )
@@ -121,15 +242,7 @@ def run_base_stage(
         return model, {**model_info(ctx, model), "epochs": 0, "kind": "init", "train_macs": 0}, []
     if stage.kind == "base":
         assert r.base_model is not None
-        state = load(Path(r.base_model))
-        state = state.get("model", state) if isinstance(state, dict) else state
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise RecipeError(
-                f"base_model {r.base_model!r} does not fit {r.model.name}: {first}"
-            ) from None
+        model.load_state_dict(check_base_model(r.base_model, model, r.model.name))
         info = {**model_info(ctx, model), "epochs": 0, "kind": "base", "train_macs": 0,
                 "sha256": stage.config["base_model_sha256"]}
         return model, info, []
@@ -138,8 +251,9 @@ def run_base_stage(
     with locked(sdir / ".lock"):
         done = sdir / "done.json"
         if done.is_file():
-            model.load_state_dict(load(sdir / "model.pt"))
-            return model, io.read_json(done), io.read_jsonl(sdir / "metrics.jsonl")
+            stored = _load_done(ctx, sdir, model, "model.pt")
+            if stored is not None:
+                return model, stored, io.read_jsonl(sdir / "metrics.jsonl")
         io.write_json(sdir / "stage.json", {"kind": stage.kind, "key": stage.key, **stage.config})
         t0 = time.perf_counter()
         state = train_resumable(
@@ -155,6 +269,24 @@ def run_base_stage(
         io.write_json(done, info)
         (sdir / "latest.pt").unlink(missing_ok=True)
         return model, info, state.history
+
+
+def _load_done(
+    ctx: Context, sdir: Path, model: nn.Module, weights: str
+) -> dict[str, Any] | None:
+    """A finished stage's info with its weights loaded into ``model``; ``None`` (after a
+    warning, with the stage's done marker removed so it is rebuilt) when they are unreadable."""
+    state, why = try_load(sdir / weights)
+    if why is None:
+        try:
+            info = io.read_json(sdir / "done.json")
+            model.load_state_dict(state)
+            return dict(info)
+        except Exception as exc:  # noqa: BLE001 - truncated done.json, wrong shapes
+            why = _why(exc)
+    _discard(ctx, sdir / weights, why, f"rebuilding stage {sdir.name}")
+    (sdir / "done.json").unlink(missing_ok=True)
+    return None
 
 
 # -- pruning --------------------------------------------------------------------------------
@@ -192,7 +324,6 @@ def run_prune_stage(
 
     The registered schedule of ``prune.granularity`` / ``prune.schedule`` does the work.
     """
-    from prunebench.pruning import apply_structure
     from prunebench.pruning.schedules import schedule_for
 
     cfg = ctx.recipe.prune
@@ -202,13 +333,9 @@ def run_prune_stage(
     with locked(sdir / ".lock"):
         done = sdir / "done.json"
         if done.is_file():
-            model = ctx.build_dense()
-            if (sdir / "structure.json").is_file():
-                model = apply_structure(model, io.read_json(sdir / "structure.json")["kept"],
-                                        ctx.example)
-            model.load_state_dict(load(sdir / "pruned.pt"))
-            masks = load(sdir / "masks.pt") if (sdir / "masks.pt").is_file() else None
-            return model.to(ctx.device), io.read_json(done), masks
+            loaded = _load_pruned(ctx, sdir)
+            if loaded is not None:
+                return loaded
         io.write_json(sdir / "stage.json", {"kind": stage.kind, "key": stage.key, **stage.config})
         t0 = time.perf_counter()
         model = copy.deepcopy(dense)
@@ -229,6 +356,38 @@ def run_prune_stage(
         io.save_torch(sdir / "pruned.pt", cpu_state(model))
         io.write_json(done, info)
         return model, info, masks
+
+
+def _load_pruned(
+    ctx: Context, sdir: Path
+) -> tuple[nn.Module, dict[str, Any], dict[str, torch.Tensor] | None] | None:
+    """A finished prune stage (model, info, masks); ``None`` (after a warning, with the done
+    marker removed so the stage is redone) when one of its files is unreadable."""
+    from prunebench.pruning import apply_structure
+
+    bad = sdir / "pruned.pt"
+    try:
+        model = ctx.build_dense()
+        if (sdir / "structure.json").is_file():
+            bad = sdir / "structure.json"
+            model = apply_structure(model, io.read_json(bad)["kept"], ctx.example)
+        masks = None
+        if (sdir / "masks.pt").is_file():
+            bad = sdir / "masks.pt"
+            masks, why = try_load(bad)
+            if why is not None:
+                raise RuntimeError(why)
+        bad = sdir / "pruned.pt"
+        state, why = try_load(bad)
+        if why is not None:
+            raise RuntimeError(why)
+        model.load_state_dict(state)
+        info = io.read_json(sdir / "done.json")
+        return model.to(ctx.device), info, masks
+    except Exception as exc:  # noqa: BLE001 - any unreadable stage file: redo the stage
+        _discard(ctx, bad, _why(exc), f"redoing prune stage {sdir.name}")
+        (sdir / "done.json").unlink(missing_ok=True)
+        return None
 
 
 def _prune_train_macs(ctx: Context, info: dict[str, Any], dense: nn.Module) -> int:

@@ -10,7 +10,15 @@ Layout under ``<out>/``::
     index.sqlite              a queryable index of runs; rebuilt from the folders if lost
 
 Every file is written atomically (:mod:`prunebench.io`). The index is a cache of what the
-folders hold: :meth:`RunStore.reindex` rebuilds it.
+folders hold: :meth:`RunStore.reindex` rebuilds it, :meth:`RunStore.list_runs` reconciles
+it with the folders on every read (a row whose ``result.json`` changed since it was recorded
+is re-recorded from the folder, folders missing from the index are added), and an index
+file that is not a readable SQLite database is moved aside (``index.sqlite.bad-<time>``)
+and rebuilt.
+
+Containment: no user-supplied string becomes a path outside the store. Run ids (and
+prefixes) must be lowercase hex (:data:`ID_LENGTH` digits, see :func:`check_run_id`);
+study and preset names must be slugs (:func:`check_name`, the rule of :func:`slugify`).
 """
 
 from __future__ import annotations
@@ -18,9 +26,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import re
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,54 +59,194 @@ CREATE TABLE IF NOT EXISTS runs (
 )
 """
 
-#: columns added after the first schema; added to older index files on open
+#: columns added after the first schema; added to older index files on open.
+#: ``result_mtime``/``result_size``: the ``result.json`` the row was recorded from (the
+#: reconciliation compares them with the folder's file)
 _EXTRA_COLUMNS = {"ta": "REAL", "jsv_pruned": "REAL", "param_sparsity": "REAL",
-                  "speedup": "REAL"}
+                  "speedup": "REAL", "result_mtime": "REAL", "result_size": "INTEGER"}
+_BASE_COLUMNS = {"id", "status", "created", "updated", "recipe", "result"}
+
+log = logging.getLogger("prunebench.store")
+
+#: run ids are the planner's content keys: this many lowercase hex digits
+#: (:func:`prunebench.recipe.recipe_hash`'s default length)
+ID_LENGTH = 12
+_ID_RE = re.compile(r"[0-9a-f]+")
+_SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: longest study / preset name (a file name stays far below any file-system limit)
+NAME_MAX = 64
+
+
+def check_run_id(run_id: object, *, prefix: bool = False) -> str:
+    """``run_id`` if it is a run id (``ID_LENGTH`` lowercase hex digits; with ``prefix``,
+    1 to ``ID_LENGTH`` of them), else a one-line :class:`StoreError`. An id is never a
+    path: ``..``, ``/``, absolute paths, NUL and non-ASCII text are all refused here."""
+    ok = (isinstance(run_id, str) and _ID_RE.fullmatch(run_id) is not None
+          and (1 <= len(run_id) <= ID_LENGTH if prefix else len(run_id) == ID_LENGTH))
+    if not ok:
+        what = "a run id or a unique prefix of one" if prefix else "a run id"
+        raise StoreError(f"no run {_show(run_id)}: not {what} (run ids are {ID_LENGTH} "
+                         "lowercase hex digits; list them: prunebench runs)")
+    return run_id  # type: ignore[return-value]
+
+
+def slugify(text: str) -> str:
+    """The slug rule for names that become file names (study and preset names):
+
+    Unicode is NFKC-normalised and reduced to ASCII (accents dropped), every run of
+    characters other than ASCII letters, digits, ``.``, ``_`` and ``-`` becomes one ``-``,
+    leading and trailing ``.``, ``_`` and ``-`` are stripped, and the result is cut to
+    :data:`NAME_MAX` characters. ``"../../x"`` -> ``"x"``, ``"LR 1e-3 (cpu)"`` ->
+    ``"LR-1e-3-cpu"``, ``"/etc/passwd"`` -> ``"etc-passwd"``; it may be empty.
+    """
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", str(text)))
+    text = text.encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+    text = re.sub(r"\.{2,}", ".", text)  # no '..' anywhere
+    return text.strip("._-")[:NAME_MAX].rstrip("._-")
+
+
+def check_name(name: object, what: str = "name") -> str:
+    """``name`` if it is its own slug (:func:`slugify`), else a one-line
+    :class:`StoreError` suggesting the slug. Names are file names inside the store."""
+    if isinstance(name, str) and _SLUG_RE.fullmatch(name) and slugify(name) == name:
+        return name
+    slug = slugify(name) if isinstance(name, str) else ""
+    hint = f" (e.g. {slug!r})" if slug else ""
+    raise StoreError(f"{what} {_show(name)} is not allowed: use ASCII letters, digits, '.', "
+                     f"'_' and '-' (no '..', at most {NAME_MAX} characters){hint}")
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _CorruptIndex(Exception):
+    """The index file is not a usable SQLite database of runs."""
 
 
 class RunStore:
     def __init__(self, root: str | os.PathLike[str] = "runs") -> None:
         self.root = Path(root)
+        _check_root(self.root)
 
     # -- paths --------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
-        return self.root / run_id
+        return self.root / check_run_id(run_id)
 
     def stage_dir(self, kind: str, key: str) -> Path:
+        if not re.fullmatch(r"[a-z_]+", kind) or not _ID_RE.fullmatch(str(key)):
+            raise StoreError(f"bad stage {kind!r}-{key!r}: stage keys are lowercase hex")
         return self.root / "stages" / f"{kind}-{key}"
+
+    def study_manifest_path(self, study: str, preset: str) -> Path:
+        """``<out>/studies/<study>-<preset>.json``; both names must be slugs
+        (:func:`check_name`), so the manifest never lands outside ``<out>/studies/``."""
+        name = f"{check_name(study, 'study name')}-{check_name(preset, 'preset name')}"
+        return self.root / "studies" / f"{name}.json"
 
     @property
     def index_path(self) -> Path:
         return self.root / "index.sqlite"
 
     # -- index --------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.index_path, timeout=60)
+    def _mkroot(self) -> None:
+        _check_root(self.root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the run store {str(self.root)!r}: "
+                             f"{exc.strerror or exc}") from None
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection with the schema checked; :class:`_CorruptIndex` when the file is
+        not a usable index (garbage, truncated, another program's database)."""
+        try:
+            con = sqlite3.connect(self.index_path, timeout=60)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot open the index {str(self.index_path)!r}: {exc}") from None
         try:
             con.execute(_SCHEMA)
             have = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+            if not have >= _BASE_COLUMNS:
+                raise _CorruptIndex("the runs table lacks columns")
             for col, kind in _EXTRA_COLUMNS.items():
                 if col not in have:
                     con.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+        except BaseException as exc:
+            con.close()
+            if _is_corrupt(exc):
+                raise _CorruptIndex(str(exc)) from None
+            raise
+        return con
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        self._mkroot()
+        try:
+            con = self._open()
+        except _CorruptIndex as exc:
+            self._recover_index(str(exc))
+            con = self._open()
+        try:
             yield con
             con.commit()
         finally:
             con.close()
 
+    def _recover_index(self, reason: str) -> None:
+        """Move an unusable index aside (``index.sqlite.bad-<timestamp>``) and rebuild it
+        from the run folders. Under a lock, so concurrent readers rebuild it once."""
+        with locked(self.root / ".index.lock"):
+            try:  # another process may have rebuilt it meanwhile
+                self._open().close()
+                return
+            except _CorruptIndex:
+                pass
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            bad = self.index_path.with_name(f"{self.index_path.name}.bad-{stamp}")
+            n = 1
+            while bad.exists():
+                n += 1
+                bad = self.index_path.with_name(f"{self.index_path.name}.bad-{stamp}-{n}")
+            os.replace(self.index_path, bad)
+            for extra in ("-journal", "-wal", "-shm"):
+                side = self.index_path.with_name(self.index_path.name + extra)
+                with contextlib.suppress(OSError):
+                    os.replace(side, bad.with_name(bad.name + extra))
+            log.warning("warning: the run index %s is not readable (%s): moved aside to %s "
+                        "and rebuilt from the run folders", self.index_path, reason, bad.name)
+        self.reindex()
+
+    def _query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        for attempt in (0, 1):
+            try:
+                with self._db() as con:
+                    con.row_factory = sqlite3.Row
+                    return con.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if attempt or not _is_corrupt(exc):
+                    raise
+                self._recover_index(str(exc))
+        raise AssertionError("unreachable")
+
     def record(
-        self, run_id: str, status: str, recipe: dict[str, Any], record: RunRecord | None = None
+        self, run_id: str, status: str, recipe: dict[str, Any], record: RunRecord | None = None,
+        *, created: float | None = None,
     ) -> None:
-        """Insert or update a run's row (status: running | done | failed)."""
+        """Insert or update a run's row (status: running | done | failed); ``created`` (a
+        new row's creation time) defaults to now."""
+        check_run_id(run_id)
         now = time.time()
+        mtime, size = _result_stat(self.root / run_id)
         prune = recipe.get("prune") or {}
         result = record.to_json() if record is not None else None
         rate = record.pruned if record is not None else None
         row = {
             "id": run_id,
             "status": status,
-            "created": now,
+            "created": now if created is None else created,
             "updated": now,
             "name": recipe.get("name"),
             "model": (recipe.get("model") or {}).get("name"),
@@ -109,64 +260,127 @@ class RunStore:
             "speedup": rate.rate_speedup if rate is not None else None,
             "recipe": json.dumps(recipe, sort_keys=True),
             "result": json.dumps(result, sort_keys=True) if result is not None else None,
+            "result_mtime": mtime,
+            "result_size": size,
         }
-        with self._db() as con:
-            cols = ", ".join(row)
-            params = ", ".join(f":{k}" for k in row)
-            updates = ", ".join(f"{k}=excluded.{k}" for k in row if k not in ("id", "created"))
-            con.execute(
-                f"INSERT INTO runs ({cols}) VALUES ({params}) "
-                f"ON CONFLICT(id) DO UPDATE SET {updates}",
-                row,
-            )
+        cols = ", ".join(row)
+        params = ", ".join(f":{k}" for k in row)
+        updates = ", ".join(f"{k}=excluded.{k}" for k in row if k not in ("id", "created"))
+        self._query(f"INSERT INTO runs ({cols}) VALUES ({params}) "
+                    f"ON CONFLICT(id) DO UPDATE SET {updates}", row)
 
     def list_runs(self) -> list[dict[str, Any]]:
+        """Every run of the store, from the index reconciled with the folders."""
+        if not self.root.exists():
+            return []
         if not self.index_path.exists():
-            if not self.root.exists():
-                return []
             self.reindex()
-        with self._db() as con:
-            con.row_factory = sqlite3.Row
-            rows = con.execute("SELECT * FROM runs ORDER BY created, id").fetchall()
+        rows = self._query("SELECT * FROM runs ORDER BY created, id")
+        if self._reconcile(rows):
+            rows = self._query("SELECT * FROM runs ORDER BY created, id")
         out = []
         for r in rows:
             d = dict(r)
-            d["recipe"] = json.loads(d["recipe"])
-            d["record"] = _parse(json.loads(d["result"]) if d["result"] else None, d["recipe"])
+            d.pop("result_mtime", None)
+            d.pop("result_size", None)
+            try:
+                d["recipe"] = json.loads(d["recipe"])
+                result = json.loads(d["result"]) if d["result"] else None
+            except ValueError:
+                d["recipe"], result = d["recipe"] if isinstance(d["recipe"], dict) else {}, None
+            d["record"] = _parse(result, d["recipe"])
             d["result"] = d["record"].to_json() if d["record"] is not None else None
             out.append(d)
         return out
 
+    def _run_folders(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.iterdir()
+                      if _ID_RE.fullmatch(p.name) and len(p.name) == ID_LENGTH
+                      and (p / "recipe.yaml").is_file())
+
+    def _reconcile(self, rows: list[sqlite3.Row]) -> int:
+        """Re-record rows whose folder's ``result.json`` differs from what the row was
+        recorded from (a kill between writing it and updating the index leaves a finished
+        run ``running``), and add folders the index lacks. Cheap: one stat per row and one
+        listing of the store. Returns how many rows changed."""
+        known = {}
+        for r in rows:
+            known[r["id"]] = r
+        changed = 0
+        for d in self._run_folders():
+            row = known.get(d.name)
+            if row is not None:
+                mtime, size = _result_stat(d)
+                if mtime is None and row["status"] != "done" and row["result_mtime"] is None:
+                    continue  # unfinished, and still no result: as recorded
+                if (mtime, size) == (row["result_mtime"], row["result_size"]):
+                    continue
+            self._record_folder(d)
+            changed += 1
+        return changed
+
+    def _record_folder(self, d: Path) -> None:
+        recipe = self._read_recipe(d)
+        record = self._read_record(d, recipe)
+        status = record.status if record is not None else "incomplete"
+        try:
+            created = (d / "recipe.yaml").stat().st_mtime
+        except OSError:
+            created = None
+        self.record(d.name, status, recipe, record, created=created)
+
     def reindex(self) -> int:
         """Rebuild the index from the run folders (the folders are the truth)."""
-        n = 0
-        for d in sorted(p for p in self.root.iterdir() if (p / "recipe.yaml").is_file()):
-            recipe = yaml.safe_load((d / "recipe.yaml").read_text()) or {}
-            record = self._read_record(d, recipe)
-            status = record.status if record is not None else "incomplete"
-            self.record(d.name, status, recipe, record)
-            n += 1
-        return n
+        folders = self._run_folders()
+        for d in folders:
+            self._record_folder(d)
+        return len(folders)
 
     # -- runs ---------------------------------------------------------------------------
     @staticmethod
     def _read_result(d: Path) -> dict[str, Any] | None:
+        """The folder's ``result.json``; ``None`` (with a warning) when it is unreadable:
+        a truncated result means an unfinished run, which re-running its recipe redoes."""
         p = d / "result.json"
-        return json.loads(p.read_text()) if p.is_file() else None
+        if not p.is_file():
+            return None
+        try:
+            result = json.loads(p.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as exc:
+            _warn_result(d, f"it is not valid JSON ({type(exc).__name__})")
+            return None
+        if not isinstance(result, dict):
+            _warn_result(d, f"it holds a {type(result).__name__}, not an object")
+            return None
+        return result
 
     @staticmethod
     def _read_recipe(d: Path) -> dict[str, Any]:
         p = d / "recipe.yaml"
-        return (yaml.safe_load(p.read_text()) or {}) if p.is_file() else {}
+        if not p.is_file():
+            return {}
+        try:
+            recipe = yaml.safe_load(p.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            log.warning("warning: run %s: recipe.yaml is unreadable (%s)", d.name,
+                        type(exc).__name__)
+            return {}
+        return recipe if isinstance(recipe, dict) else {}
 
     def _read_record(self, d: Path, recipe: dict[str, Any] | None = None) -> RunRecord | None:
         result = self._read_result(d)
         if result is None:
             return None
-        return RunRecord.parse(result, self._read_recipe(d) if recipe is None else recipe)
+        try:
+            return RunRecord.parse(result, self._read_recipe(d) if recipe is None else recipe)
+        except (StoreError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            _warn_result(d, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return None
 
     def result(self, run_id: str) -> RunRecord | None:
-        """The run's parsed record (``None`` while it has none)."""
+        """The run's parsed record (``None`` while it has none, or an unreadable one)."""
         return self._read_record(self.run_dir(run_id))
 
     def run_result(self, run_id: str) -> RunResult:
@@ -177,18 +391,12 @@ class RunStore:
         return RunResult(run_id, d, record.to_json() if record is not None else {}, recipe)
 
     def resolve(self, prefix: str) -> str:
-        """A full run id from an id or a unique prefix of one."""
-        if (self.run_dir(prefix) / "recipe.yaml").is_file():
+        """A full run id from an id or a unique prefix of one (lowercase hex, never a
+        path: anything else is a one-line :class:`StoreError`)."""
+        check_run_id(prefix, prefix=True)
+        if len(prefix) == ID_LENGTH and (self.run_dir(prefix) / "recipe.yaml").is_file():
             return prefix
-        matches = (
-            sorted(
-                p.name
-                for p in self.root.iterdir()
-                if p.name.startswith(prefix) and (p / "recipe.yaml").is_file()
-            )
-            if self.root.is_dir() and prefix
-            else []
-        )
+        matches = [p.name for p in self._run_folders() if p.name.startswith(prefix)]
         if len(matches) == 1:
             return matches[0]
         if not matches:
@@ -207,6 +415,46 @@ class RunStore:
             "record": record,
             "metrics": read_jsonl(d / "metrics.jsonl"),
         }
+
+
+def _check_root(root: Path) -> None:
+    """A one-line error when ``--out`` (or a folder above it) is not a directory."""
+    for p in (root, *root.parents):
+        try:
+            if p.is_dir():
+                return
+            if p.exists() or p.is_symlink():
+                what = ("the run store" if p == root
+                        else f"a folder above the run store {str(root)!r}")
+                raise StoreError(f"{str(p)!r} is a file, not a directory: it cannot be {what}; "
+                                 "give --out a folder")
+        except OSError as exc:
+            raise StoreError(f"cannot use the run store {str(root)!r}: {exc}") from None
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    """An SQLite error that means "this file is not a usable index" (not a lock timeout)."""
+    if isinstance(exc, _CorruptIndex):
+        return True
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    if isinstance(exc, sqlite3.OperationalError):
+        msg = str(exc).lower()
+        return "no such column" in msg or "malformed" in msg or "not a database" in msg
+    return True
+
+
+def _result_stat(d: Path) -> tuple[float | None, int | None]:
+    try:
+        st = (d / "result.json").stat()
+    except OSError:
+        return None, None
+    return st.st_mtime, st.st_size
+
+
+def _warn_result(d: Path, why: str) -> None:
+    log.warning("warning: run %s: result.json is unreadable (%s): the run counts as "
+                "unfinished; running its recipe again redoes it", d.name, why)
 
 
 def _parse(result: dict[str, Any] | None, recipe: dict[str, Any]) -> RunRecord | None:

@@ -2,12 +2,32 @@
 
 Everything stays on tensors on the training device: batches come from
 :class:`prunebench.data.BatchLoader`, loss and correct counts accumulate on the device and
-are read once per epoch (no per-batch host sync).
+are read once per epoch (no per-batch host sync). That one read also checks for divergence:
+a non-finite epoch loss (or non-finite weights) stops training with
+:class:`prunebench.errors.TrainingDiverged`, before the epoch is checkpointed, so the last
+checkpoint always holds finite weights.
+
+The fast path (:class:`SpeedPlan`, from the recipe's ``speed:`` section; on by default on
+CUDA, off on CPU) changes how a step runs, never what it computes:
+
+* ``torch.compile`` of the forward pass + loss + correct count (its backward is compiled
+  with it), with CUDA graphs (mode ``"reduce-overhead"``) on CUDA. Only full batches take
+  the compiled step (``dynamic=False``: one compile per model shape); the last, partial
+  batch of an epoch runs through the *eager* step on the same weights, so no batch shape
+  is ever recompiled and no sample is dropped or repeated. The first compiled steps of a
+  stage (compilation, CUDA-graph warm-up and recording) are timed apart:
+  ``compile_seconds`` in the metrics row, not counted in ``train_seconds``.
+* ``channels_last`` weights and inputs for conv nets (restored to the contiguous layout at
+  the end of the stage, so checkpoints, pruning and stacking see the usual tensors).
+* fused SGD (``torch.optim.SGD(fused=True)``): the same update formula in one kernel.
+* bf16 autocast is the recipe's ``precision`` (part of the id), not a speed knob.
+* the divergence check still reads the loss once per epoch: no host sync per step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunebench.errors import TrainingDiverged
 from prunebench.recipe import TrainCfg
 
 
@@ -80,12 +101,94 @@ class Loader(Protocol):
 
 
 @dataclass
+class SpeedPlan:
+    """The fast path's settings as resolved for one device: what is actually used.
+
+    Built by :func:`resolve_speed` from the recipe's ``speed:`` section; ``notes`` say why a
+    requested knob is not used (no CUDA, no compiler, a failed compile that fell back to
+    eager). :meth:`record` is what the result record stores under ``speed``.
+    """
+
+    compile: bool = False
+    cuda_graphs: bool = False
+    channels_last: bool = False
+    fused_sgd: bool = False
+    eval_batch_size: int | None = None
+    requested: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    compile_seconds: float = 0.0  # all stages of this process, compile + warm-up steps
+
+    @property
+    def compile_mode(self) -> str:
+        return "reduce-overhead" if self.cuda_graphs else "default"
+
+    def record(self) -> dict[str, Any]:
+        """The deterministic part (settings requested and used, fallbacks): no timings."""
+        used = {"compile": self.compile, "cuda_graphs": self.cuda_graphs,
+                "channels_last": self.channels_last, "fused_sgd": self.fused_sgd,
+                "eval_batch_size": self.eval_batch_size}
+        if self.compile:
+            used["compile_mode"] = self.compile_mode
+        return {"requested": dict(self.requested), "used": used, "notes": list(self.notes)}
+
+
+def _fused_sgd_supported(device: torch.device) -> bool:
+    try:
+        p = torch.zeros(1, device=device, requires_grad=True)
+        torch.optim.SGD([p], lr=0.1, momentum=0.9, fused=True)
+    except (RuntimeError, TypeError, ValueError, AssertionError):
+        return False
+    return True
+
+
+def resolve_speed(
+    cfg: Any, device: torch.device, default_eval_batch_size: int | None = None
+) -> SpeedPlan:
+    """The knobs of ``cfg`` (a :class:`prunebench.recipe.SpeedCfg` or None: all ``auto``)
+    resolved for ``device``: ``auto`` means on for CUDA, off elsewhere."""
+    get = (lambda name: getattr(cfg, name)) if cfg is not None else (lambda name: None)
+    cuda = device.type == "cuda"
+    plan = SpeedPlan()
+    for name in ("compile", "cuda_graphs", "channels_last", "fused_sgd"):
+        value = get(name) or "auto"
+        plan.requested[name] = value
+        setattr(plan, name, cuda if value == "auto" else value == "on")
+    plan.requested["eval_batch_size"] = get("eval_batch_size") or "auto"
+    if plan.cuda_graphs and not cuda:
+        plan.cuda_graphs = False
+        plan.notes.append("cuda_graphs: needs a CUDA device; not used")
+    if plan.cuda_graphs and not plan.compile:
+        plan.cuda_graphs = False
+        if plan.requested["cuda_graphs"] == "on":
+            plan.notes.append("cuda_graphs: come from torch.compile (reduce-overhead); "
+                              "compile is off, so not used")
+    if plan.fused_sgd and not _fused_sgd_supported(device):
+        plan.fused_sgd = False
+        plan.notes.append(f"fused_sgd: not supported on {device.type} by torch "
+                          f"{torch.__version__}; foreach SGD used")
+    explicit = get("eval_batch_size")
+    if explicit is not None:
+        plan.eval_batch_size = int(explicit)
+    elif default_eval_batch_size is not None:
+        plan.eval_batch_size = (max(int(default_eval_batch_size), LARGE_EVAL_BATCH) if cuda
+                                else int(default_eval_batch_size))
+    return plan
+
+
+#: the evaluation batch size ``speed.eval_batch_size: auto`` uses on CUDA (at least)
+LARGE_EVAL_BATCH = 2048
+#: compiled steps per stage timed as compilation / CUDA-graph warm-up and recording
+COMPILE_WARMUP_STEPS = 3
+
+
+@dataclass
 class Loaders:
     train: Loader
     val: Loader | None
     test: Loader
     num_classes: int
     precision: str = "fp32"
+    speed: SpeedPlan | None = None  # None: the plain eager loop
 
 
 @dataclass
@@ -97,14 +200,89 @@ class TrainState:
     optimizer: dict[str, Any] | None = None
 
 
-def make_optimizer(model: nn.Module, cfg: TrainCfg) -> torch.optim.SGD:
+def make_optimizer(model: nn.Module, cfg: TrainCfg, *, fused: bool = False) -> torch.optim.SGD:
+    """SGD of ``cfg``; ``fused``: torch's fused kernel (same formula, one launch per group)."""
     return torch.optim.SGD(
         model.parameters(),
         lr=cfg.schedule.lr_at(0, cfg.epochs),
         momentum=cfg.momentum,
         nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
+        **({"fused": True} if fused else {}),
     )
+
+
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give loaded optimiser buffers their parameter's memory layout (a checkpoint saved
+    with channels_last weights resumed without it, or the other way round)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            buf = optimizer.state.get(p, {}).get("momentum_buffer")
+            if isinstance(buf, torch.Tensor) and buf.stride() != p.stride():
+                optimizer.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(buf)
+
+
+def _forward_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's forward part: mean cross-entropy (float32) and the correct count."""
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(x.device, precision):
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+    correct = (logits.detach().argmax(1) == y).sum()
+    return loss, correct
+
+
+class _Stepper:
+    """Runs the forward part of a step compiled (full batches) or eager (the rest)."""
+
+    def __init__(self, model: nn.Module, loaders: Loaders) -> None:
+        plan = loaders.speed
+        self.model, self.precision = model, loaders.precision
+        self.plan = plan
+        self.channels_last = bool(plan and plan.channels_last and _has_conv(model))
+        self.full = getattr(loaders.train, "batch_size", None)
+        self.compiled: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.warm = 0  # compiled steps done in this stage
+        if plan is not None and plan.compile and self.full is not None:
+            import torch._dynamo
+
+            cfg = torch._dynamo.config
+            # a study compiles one graph per (pruned) shape in one process
+            cfg.cache_size_limit = max(cfg.cache_size_limit, 64)
+            if hasattr(cfg, "accumulated_cache_size_limit"):
+                cfg.accumulated_cache_size_limit = max(cfg.accumulated_cache_size_limit, 512)
+            self.compiled = torch.compile(_forward_loss, mode=plan.compile_mode, dynamic=False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        args = (self.model, x, y, self.precision, self.channels_last)
+        if self.compiled is None or y.shape[0] != self.full:
+            return _forward_loss(*args)
+        if self.plan is not None and self.plan.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        if self.warm > 0:
+            return self.compiled(*args)
+        try:
+            return self.compiled(*args)
+        except Exception as exc:  # noqa: BLE001 - no compiler, no triton: eager, recorded
+            self.compiled = None
+            if self.plan is not None:
+                self.plan.compile = self.plan.cuda_graphs = False
+                self.plan.notes.append(f"compile: failed ({type(exc).__name__}: "
+                                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"
+                                       "; fell back to eager")
+            return _forward_loss(*args)
+
+    @property
+    def warming(self) -> bool:
+        """Whether the next full-batch step is one of the timed compile / warm-up steps."""
+        return self.compiled is not None and self.warm < COMPILE_WARMUP_STEPS
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
@@ -155,6 +333,19 @@ def evaluate_all(model: nn.Module, loaders: Loaders) -> dict[str, float]:
     return out
 
 
+def finite_weights(model: nn.Module) -> bool:
+    """Whether every parameter and floating buffer is finite (one host sync)."""
+    flags = [torch.isfinite(t).all() for t in (*model.parameters(), *model.buffers())
+             if t.is_floating_point() and t.numel()]
+    return bool(torch.stack(flags).all().item()) if flags else True
+
+
+def _finite_or_none(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN/inf: a non-finite measurement (an overflowing eval loss) is None."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in metrics.items()}
+
+
 def train(
     model: nn.Module,
     loaders: Loaders,
@@ -172,18 +363,61 @@ def train(
 
     ``on_epoch_end`` is called after every epoch with the new state (the stage runner saves
     its checkpoint there), so a kill loses at most the epoch in progress.
+
+    Raises :class:`~prunebench.errors.TrainingDiverged` (with the finished epochs' history)
+    when an epoch's summed training loss or the weights after it are not finite; the
+    check reads the loss the epoch summary reads anyway, so it costs no extra host sync
+    per step.
     """
     reporter = reporter or SilentReporter()
     state = state or TrainState()
-    optimizer = make_optimizer(model, cfg)
+    plan = loaders.speed
+    stepper = _Stepper(model, loaders)
+    if stepper.channels_last:
+        model.to(memory_format=torch.channels_last)
+    try:
+        return _train_epochs(model, loaders, cfg, phase, state, stop_at, reporter,
+                             on_epoch_end, extra_metrics, hooks, stepper,
+                             bool(plan and plan.fused_sgd))
+    finally:
+        if stepper.channels_last:
+            model.to(memory_format=torch.contiguous_format)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_epochs(
+    model: nn.Module,
+    loaders: Loaders,
+    cfg: TrainCfg,
+    phase: str,
+    state: TrainState,
+    stop_at: int | None,
+    reporter: Reporter,
+    on_epoch_end: Callable[[TrainState, nn.Module, torch.optim.Optimizer], None] | None,
+    extra_metrics: Callable[[nn.Module, int], dict[str, Any]] | None,
+    hooks: StepHooks | None,
+    stepper: _Stepper,
+    fused: bool,
+) -> TrainState:
+    optimizer = make_optimizer(model, cfg, fused=fused)
     if state.optimizer is not None:
         optimizer.load_state_dict(state.optimizer)
+        for group in optimizer.param_groups:  # the implementation is this run's, not the
+            group["fused"] = True if fused else None  # checkpoint's (fused on a GPU, ...)
+            if fused:
+                group["foreach"] = None
+        _match_layouts(optimizer)
     schedule = cfg.schedule
     end = cfg.epochs if stop_at is None else min(stop_at, cfg.epochs)
     model.train()
     step = state.epoch * len(loaders.train)
     for epoch in range(state.epoch, end):
         t0 = time.perf_counter()
+        compile_seconds = 0.0
         lr = schedule.lr_at(epoch, cfg.epochs)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -191,9 +425,11 @@ def train(
         loss_sum = correct = None
         seen = 0
         for x, y in loaders.train.epoch(epoch):
-            with autocast(x.device, loaders.precision):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
+            warming = stepper.warming and y.shape[0] == stepper.full
+            if warming:  # a compile / CUDA-graph warm-up step: timed apart (synchronised)
+                _sync(x.device)
+                tw = time.perf_counter()
+            loss, batch_correct = stepper.forward(x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if hooks is not None:
@@ -204,17 +440,26 @@ def train(
             step += 1
             with torch.no_grad():
                 batch_loss = loss.detach() * y.numel()
-                batch_correct = (logits.argmax(1) == y).sum()
                 loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-                correct = batch_correct if correct is None else correct + batch_correct
+                # clone: a CUDA-graph output is overwritten by the next replay
+                correct = batch_correct.clone() if correct is None else correct + batch_correct
+            if warming:
+                _sync(x.device)
+                compile_seconds += time.perf_counter() - tw
+                stepper.warm += 1
             seen += y.numel()
             reporter.advance()
-        train_seconds = time.perf_counter() - t0
+        train_seconds = time.perf_counter() - t0 - compile_seconds
+        total_loss = loss_sum.item() if seen else 0.0
+        if not math.isfinite(total_loss):
+            raise TrainingDiverged(phase, epoch + 1, "non-finite training loss", state.history)
+        if not finite_weights(model):
+            raise TrainingDiverged(phase, epoch + 1, "non-finite weights", state.history)
         metrics: dict[str, Any] = {
             "phase": phase,
             "epoch": epoch + 1,
             "lr": lr,
-            "train_loss": round(loss_sum.item() / max(seen, 1), 6) if seen else None,
+            "train_loss": round(total_loss / max(seen, 1), 6) if seen else None,
             "train_acc": round(100.0 * correct.item() / max(seen, 1), 4) if seen else None,
         }
         metrics.update(evaluate_all(model, loaders))
@@ -223,7 +468,12 @@ def train(
             metrics.update(extra_metrics(model, epoch + 1))
             model.train()
         metrics["train_seconds"] = round(train_seconds, 3)
+        if stepper.compiled is not None or compile_seconds:
+            metrics["compile_seconds"] = round(compile_seconds, 3)
+            if stepper.plan is not None:
+                stepper.plan.compile_seconds += compile_seconds
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
+        metrics = _finite_or_none(metrics)
         state = TrainState(epoch + 1, [*state.history, metrics], optimizer.state_dict())
         if on_epoch_end is not None:
             on_epoch_end(state, model, optimizer)

@@ -210,7 +210,8 @@ def select_lr(points: list[dict[str, Any]], metric: str = "val") -> float:
         raise CompareError(f"calibration metric {metric!r}: only 'val'")
     usable = [p for p in points if p.get("val") is not None]
     if not usable:
-        raise CompareError("calibration: no validation accuracy to select on (data.val_size 0?)")
+        raise CompareError("calibration: no validation accuracy to select on (every LR "
+                           "diverged or failed, or data.val_size is 0)")
     best = max(usable, key=lambda p: (round(float(p["val"]), 9), -float(p["lr"])))
     return float(best["lr"])
 
@@ -270,14 +271,17 @@ def run_calibration(
     """Run every (method, seed, LR) of a calibration recipe, select per method on
     validation, store the record; returns ``[(cell, RunResult), ...]`` like ``run_all``.
     Every recipe is validated before any runs."""
-    from prunebench.pipeline import run
+    from prunebench.pipeline import run_cell, validate_recipes
 
     raw = source if isinstance(source, dict) else read_yaml(source)
     label = "recipe" if isinstance(source, dict) else str(source)
     grid, signature, points = expand_calibration(raw, overrides, label)
+    # every (method, seed, LR) is checked before the first one runs
+    recipes = validate_recipes([(f"calibration LR {p.lr:g}", p.recipe) for p in points],
+                               device=device, data_dir=data_dir)
     items = []
-    for p in points:
-        res = run(p.recipe, out, reporter=reporter, device=device, data_dir=data_dir)
+    for p, recipe in zip(points, recipes, strict=True):
+        res = run_cell(recipe, out, reporter=reporter)
         cell = {**p.method, **({"seed": p.seed} if len({q.seed for q in points}) > 1 else {}),
                 "retrain.lr": p.recipe.retrain.lr if p.recipe.retrain else None}
         items.append((cell, res))

@@ -17,6 +17,7 @@ run's typed record (:class:`prunebench.record.RunRecord`).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import platform
@@ -33,7 +34,7 @@ from prunebench.compare.stats import summarize
 from prunebench.errors import StoreError
 from prunebench.recipe import recipe_hash
 from prunebench.record import RunRecord
-from prunebench.store import RunStore
+from prunebench.store import RunStore, check_name, check_run_id
 
 if TYPE_CHECKING:
     from prunebench.report.data import StudyData
@@ -457,8 +458,14 @@ def card_fields(card: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _manifests(name: str, out: str | os.PathLike[str]) -> list[Path]:
     """The study manifests a name stands for (``lr-effect``: every preset of it;
-    ``lr-effect-cpu``: that one); none when it is not a study of the store."""
+    ``lr-effect-cpu``: that one); none when it is not a study of the store. Only a slug
+    names a study (:func:`prunebench.store.check_name`): a path never does."""
+    try:
+        check_name(name)
+    except StoreError:
+        return []
     studies = Path(out) / "studies"
+    name = glob.escape(name)
     return sorted(studies.glob(f"{name}.json")) or sorted(studies.glob(f"{name}-*.json"))
 
 
@@ -473,9 +480,15 @@ def expand_study_ids(names: list[str], out: str | os.PathLike[str] = "runs") -> 
                 ids.append(name)
             continue
         for m in manifests:
-            for cell in json.loads(m.read_text())["cells"]:
-                if cell["run"] not in ids:
-                    ids.append(cell["run"])
+            try:
+                cells = json.loads(m.read_text())["cells"]
+                runs = [str(cell["run"]) for cell in cells]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CompareError(f"study manifest {str(m)!r} cannot be read: "
+                                   f"{type(exc).__name__}") from None
+            for run in runs:
+                if run not in ids:
+                    ids.append(run)
     return ids
 
 
@@ -498,8 +511,8 @@ def write_card(
     else:
         card = build_card(ids, out)
     ids = [e["id"] for e in card["runs"]] + [s["id"] for s in card["skipped"]] or ids
-    if path is None:
-        md = (Path(out) / ids[0] / "card.md" if len(ids) == 1
+    if path is None:  # inside the store: an id is never a path
+        md = (Path(out) / check_run_id(ids[0]) / "card.md" if len(ids) == 1
               else Path(out) / "cards" / f"{recipe_hash(sorted(ids))}.md")
     else:
         md = Path(path)

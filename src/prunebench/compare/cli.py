@@ -67,6 +67,10 @@ def _print_compare(rep: dict[str, Any]) -> None:
         for s in g["subsets"]:
             _console.print(_ranking_table(
                 s["ranking"], f"Ranking within a subset that meets {rep['required']}"))
+    if rep.get("diverged"):
+        _print(f"\ndiverged (never ranked): {len(rep['diverged'])} runs")
+        for d in rep["diverged"]:
+            _print(f"  {d['id']} {d['method']} seed {d['seed']}: {d['reason']}")
     _print(f"\n{rep['verdict']}")
 
 
@@ -86,10 +90,11 @@ def compare_cmd(
 
     Exit 0: valid; 3: the required setup is not met (no ranking across it); 2: bad input.
     """
-    from prunebench.compare.comparison import compare, load_fingerprints
+    from prunebench.compare.comparison import compare, load_selection
 
     try:
-        rep = compare(load_fingerprints(out, run_ids, where), require)
+        fps, diverged = load_selection(out, run_ids, where)
+        rep = compare(fps, require, diverged=diverged)
     except PrunebenchError as exc:
         _fail(exc)
     if json_:

@@ -16,6 +16,9 @@ network, rate). A set is ranked only when every pair in it meets the required se
 (default S3.2) and it does not mix calibrated and uncalibrated results; otherwise the
 ranking is refused with the reason, and subsets that do meet it are ranked separately.
 The comparison is *valid* when every set of two or more configurations can be ranked.
+
+Diverged runs (non-finite training loss; ``status: diverged``) are never ranked: the
+selection lists them under ``diverged`` with their phase, epoch and reason.
 """
 
 from __future__ import annotations
@@ -86,6 +89,31 @@ def load_fingerprints(
     where: list[str] | None = None,
 ) -> list[Fingerprint]:
     """Fingerprints of the selected finished runs of a store."""
+    return load_selection(out, run_ids, where)[0]
+
+
+def _diverged_entry(row: dict[str, Any]) -> dict[str, Any]:
+    from prunebench.compare.fingerprint import method_label
+
+    rec = row["record"]
+    info = getattr(rec, "diverged", None) or {}
+    return {"id": row["id"], "method": method_label(row["recipe"]), "seed": row["recipe"].get(
+        "seed"), "phase": info.get("phase"), "epoch": info.get("epoch"),
+        "reason": rec.error or info.get("reason") or "diverged"}
+
+
+def _is_diverged(row: dict[str, Any]) -> bool:
+    rec = row.get("record")
+    return rec is not None and rec.status == "diverged"
+
+
+def load_selection(
+    out: str | os.PathLike[str] = "runs",
+    run_ids: list[str] | None = None,
+    where: list[str] | None = None,
+) -> tuple[list[Fingerprint], list[dict[str, Any]]]:
+    """``(fingerprints of the selected finished runs, the selected diverged runs)``; a
+    diverged run is listed (id, method, seed, phase, epoch, reason), never ranked."""
     store = RunStore(out)
     filters = parse_where(where)
     picks, members = calibrated_picks(out)
@@ -96,6 +124,8 @@ def load_fingerprints(
             raise CompareError("a run is named twice")
         for rid in ids:
             rec = (rows.get(rid) or {}).get("record")
+            if rec is not None and rec.status == "diverged":
+                continue
             if rec is None or not rec.finished:
                 status = rec.status if rec is not None else "unfinished"
                 raise CompareError(f"run {rid!r} is not finished ({status}): nothing to compare")
@@ -103,11 +133,14 @@ def load_fingerprints(
     else:
         selected = [
             r for r in rows.values()
-            if r.get("record") is not None and r["record"].finished
+            if r.get("record") is not None and (r["record"].finished or _is_diverged(r))
             and (r["id"] in picks or r["id"] not in members)
         ]
     selected = [r for r in selected if matches(r["recipe"], filters)]
-    return [fingerprint(r, calibration=picks.get(r["id"])) for r in selected]
+    diverged = [_diverged_entry(r) for r in selected if _is_diverged(r)]
+    fps = [fingerprint(r, calibration=picks.get(r["id"])) for r in selected
+           if not _is_diverged(r)]
+    return fps, diverged
 
 
 # -- configurations, groups -------------------------------------------------------------
@@ -241,10 +274,20 @@ def _subsets(configs: list[Config], required: str) -> list[list[Config]]:
     return subsets
 
 
-def compare(fps: list[Fingerprint], required: str = DEFAULT_REQUIRED) -> dict[str, Any]:
+def compare(
+    fps: list[Fingerprint],
+    required: str = DEFAULT_REQUIRED,
+    diverged: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The comparison report of a set of fingerprints (JSON-able dict); ``valid`` says
-    whether every comparable set could be ranked under ``required``."""
+    whether every comparable set could be ranked under ``required``. ``diverged`` (from
+    :func:`load_selection`) is listed in the report, never ranked."""
     required = check_setup(required)
+    diverged = list(diverged or [])
+    if not fps and diverged:
+        return {"required": required, "valid": True, "runs": 0, "methods": 0, "groups": [],
+                "diverged": diverged,
+                "verdict": f"nothing to rank: the {len(diverged)} selected runs diverged"}
     if not fps:
         raise CompareError("no finished runs selected: nothing to compare")
     configs = configurations(fps)
@@ -288,6 +331,6 @@ def compare(fps: list[Fingerprint], required: str = DEFAULT_REQUIRED) -> dict[st
             ]
         groups_out.append(g)
     return {"required": required, "valid": valid, "runs": len(fps), "methods": len(configs),
-            "groups": groups_out,
+            "groups": groups_out, "diverged": diverged,
             "verdict": (f"valid: every comparable set meets {required}" if valid else
                         f"not valid: {required} is not met; see the reasons")}

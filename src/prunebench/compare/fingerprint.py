@@ -96,6 +96,11 @@ FIELD_ROLES: dict[str, str] = {
     "measure.jsv_mode": "ignore:measurements never change the weights",
     "measure.ta_epochs": "ignore:measurements never change the weights",
     "measure.ta_cosine_fraction": "ignore:measurements never change the weights",
+    "speed.compile": "ignore:fast path: how a step runs, not what it computes",
+    "speed.cuda_graphs": "ignore:fast path: how a step runs, not what it computes",
+    "speed.channels_last": "ignore:fast path: how a step runs, not what it computes",
+    "speed.fused_sgd": "ignore:fast path: how a step runs, not what it computes",
+    "speed.eval_batch_size": "ignore:evaluation batching does not change the weights",
 }
 
 ROLES = ("seed", "dataset", "split", "network", "base", "recipe", "trajectory", "method")

@@ -24,7 +24,13 @@ ImageFolder copies are cached as uint8 tensors in ``<cache>/decoded/`` keyed by 
 size and mtime.
 
 ``Dataset.source`` names the copy that was read (e.g. "CIFAR-10 (JPEG q75 copy, ImageFolder at
-...)") and ``Dataset.checksum`` is a 16-hex sha256 of the loaded tensors, for run fingerprints.
+...)") and ``Dataset.checksum`` is a 16-hex sha256 of the loaded tensors.
+
+``data_identity(name, data_dir, **kwargs)`` is the identity of the copy ``load_dataset`` would
+read, found by the same lookup order but never decoded: a content checksum of its files (cached
+by absolute path, size and mtime in ``<cache>/checksums.json``), or a hash of the generation
+parameters for ``synthetic``. The plan puts it into the dense stage's key (so into every run id)
+and runs record it as ``data.checksum`` (see :mod:`prunebench.data.identity`).
 """
 
 from prunebench.data import cifar, mnist, synthetic  # noqa: F401  (register the loaders)
@@ -33,6 +39,7 @@ from prunebench.data.core import (
     DATASETS,
     Dataset,
     clear_memo,
+    data_identity,
     dataset_shape,
     load_dataset,
     tensor_checksum,
@@ -48,6 +55,7 @@ __all__ = [
     "cache_root",
     "clear_memo",
     "crop_flip",
+    "data_identity",
     "dataset_shape",
     "derive_seed",
     "find_data",

@@ -16,6 +16,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from prunebench.data.core import DATASETS, Dataset, tensor_checksum
-from prunebench.data.imagefolder import is_image_folder, load_image_folder
+from prunebench.data.core import DATASETS, Dataset, identify_with, tensor_checksum
+from prunebench.data.identity import identity_of, params_identity, tree_checksum
+from prunebench.data.imagefolder import folder_entries, is_image_folder, load_image_folder
 from prunebench.data.paths import dataset_cache_dir, download, find_data
 from prunebench.errors import DataError
 
@@ -113,8 +115,11 @@ def _read_batch(spec: CifarSpec, path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"CIFAR batch {path} lacks key b'data' or {spec.label_key!r}; "
             f"has {sorted(k for k in d if isinstance(k, bytes))}"
         )
-    data = np.asarray(d[b"data"])
-    labels = np.asarray(d[spec.label_key], dtype=np.int64)
+    try:
+        data = np.asarray(d[b"data"])
+        labels = np.asarray(d[spec.label_key], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DataError(f"CIFAR batch {path}: unusable data or labels: {exc}") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(
             f"CIFAR batch {path}: data is {data.dtype} {data.shape}, expected uint8 (N, 3072)"
@@ -156,8 +161,10 @@ def extract_archive(spec: CifarSpec, archive: Path) -> Path:
         try:
             with tarfile.open(archive, "r:*") as tar:
                 tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise DataError(f"cannot extract {archive}: {exc}") from None
+        except EOFError:
+            raise DataError(f"archive {archive} is truncated (ends before its data)") from None
+        except (tarfile.TarError, OSError, zlib.error) as exc:
+            raise DataError(f"cannot extract {archive}: {type(exc).__name__}: {exc}") from None
         if _batches_dir(spec, tmp) is None:
             raise DataError(
                 f"archive {archive} holds no {spec.folder}/ with "
@@ -261,7 +268,8 @@ def _load_image_folder(spec: CifarSpec, path: Path) -> Dataset:
     )
 
 
-def _load_cifar(spec: CifarSpec, data_dir: Path | None) -> Dataset:
+def _locate(spec: CifarSpec, data_dir: Path | None) -> tuple[str, Path]:
+    """What the loader reads: (kind, path), kind one of batches, tar, imagefolder, zip."""
     expected = (
         f"{spec.folder}/ (official python batches), {spec.archive}, "
         "or an ImageFolder tree train/<class>/, test/<class>/ (folder or .zip)"
@@ -271,7 +279,27 @@ def _load_cifar(spec: CifarSpec, data_dir: Path | None) -> Dataset:
         dest = dataset_cache_dir(spec.name) / spec.archive
         download(spec.name, [spec.url], dest, spec.md5, what=spec.archive)
         hit = ("tar", dest)
-    kind, path = hit
+    return hit
+
+
+def _identify_cifar(spec: CifarSpec, data_dir: Path | None) -> str:
+    """The content checksum of the files the loader reads: the batch files, the archive,
+    the zip, or every image of a folder tree (names relative to the copy, never its path)."""
+    kind, path = _locate(spec, data_dir)
+    if kind == "batches":
+        names = [*spec.train_files, spec.test_file]
+        if (path / spec.meta_file).is_file():  # the class names come from it
+            names.append(spec.meta_file)
+        return identity_of(spec.name, kind, {n: path / n for n in names})
+    if kind in ("tar", "zip"):
+        return identity_of(spec.name, kind, {kind: path})
+    root, entries = folder_entries(path)
+    rels = [r for split in entries.values() for _c, r in split]
+    return params_identity(spec.name, {"kind": kind, "tree": tree_checksum(root, rels)})
+
+
+def _load_cifar(spec: CifarSpec, data_dir: Path | None) -> Dataset:
+    kind, path = _locate(spec, data_dir)
     if kind == "batches":
         return _load_batches(spec, path, path)
     if kind == "tar":
@@ -280,12 +308,14 @@ def _load_cifar(spec: CifarSpec, data_dir: Path | None) -> Dataset:
 
 
 @DATASETS.register("cifar10")
+@identify_with(lambda data_dir=None: _identify_cifar(CIFAR10, data_dir))
 def cifar10(data_dir: Path | None = None) -> Dataset:
     """CIFAR-10: 50k/10k 3x32x32 colour images, 10 classes (python batches or ImageFolder)."""
     return _load_cifar(CIFAR10, data_dir)
 
 
 @DATASETS.register("cifar100")
+@identify_with(lambda data_dir=None: _identify_cifar(CIFAR100, data_dir))
 def cifar100(data_dir: Path | None = None) -> Dataset:
     """CIFAR-100: 50k/10k 3x32x32 colour images, 100 fine classes (batches or ImageFolder)."""
     return _load_cifar(CIFAR100, data_dir)

@@ -140,12 +140,21 @@ def _memo_key(name: str, data_dir: str | Path | None, kwargs: dict[str, Any]) ->
     return (name, resolved, env, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, **kwargs: Any) -> Dataset:
-    """Load a registered dataset (memoised per process on name, resolved dir and kwargs).
+def identify_with(identify: Callable[..., str]) -> Callable[[Loader], Loader]:
+    """Give a dataset loader its identity function: called like the loader
+    (``identify(data_dir, **kwargs)``), it returns the identity of the copy the loader would
+    read (a content checksum of its files, see :mod:`prunebench.data.identity`) without
+    decoding it. A plugin dataset may use it too; without one its runs carry no data
+    identity in their keys."""
 
-    Raises RegistryError for an unknown name (listing the registered ones) and DataError when
-    the data cannot be found, downloaded, verified or parsed.
-    """
+    def deco(loader: Loader) -> Loader:
+        loader.identify = identify  # type: ignore[attr-defined]
+        return loader
+
+    return deco
+
+
+def _checked_loader(name: str, data_dir: str | Path | None, kwargs: dict[str, Any]) -> Loader:
     loader = DATASETS.get(name)
     try:
         inspect.signature(loader).bind(data_dir, **kwargs)
@@ -155,7 +164,34 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **kwargs: Any) -
         raise DataError(
             f"dataset {name!r} got options {sorted(kwargs)}; allowed: {allowed}"
         ) from None
-    key = _memo_key(name, data_dir, kwargs)
+    return loader
+
+
+def data_identity(name: str, data_dir: str | Path | None = None, **kwargs: Any) -> str | None:
+    """The identity (16 hex) of the copy of dataset ``name`` that ``load_dataset`` with the
+    same arguments would read: a content checksum of its files (cached by path, size and
+    mtime, never decoded), or a hash of the generation parameters for synthetic data.
+    None for a dataset without an identity function (a plugin, see :func:`identify_with`).
+
+    Follows the loaders' lookup order, so missing data raises their one-line DataError.
+    """
+    loader = _checked_loader(name, data_dir, kwargs)
+    identify = getattr(loader, "identify", None)
+    if identify is None:
+        return None
+    path = Path(data_dir).expanduser() if data_dir is not None else None
+    return str(identify(path, **kwargs))
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, **kwargs: Any) -> Dataset:
+    """Load a registered dataset (memoised per process on name, resolved dir, kwargs and the
+    data's identity, so files changed in place are read again).
+
+    Raises RegistryError for an unknown name (listing the registered ones) and DataError when
+    the data cannot be found, downloaded, verified or parsed.
+    """
+    loader = _checked_loader(name, data_dir, kwargs)
+    key = (*_memo_key(name, data_dir, kwargs), data_identity(name, data_dir, **kwargs))
     if key not in _MEMO:
         path = Path(data_dir).expanduser() if data_dir is not None else None
         _MEMO[key] = loader(path, **kwargs)
@@ -163,5 +199,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **kwargs: Any) -
 
 
 def clear_memo() -> None:
-    """Forget every dataset memoised by load_dataset (tests, long-lived processes)."""
+    """Forget every dataset memoised by load_dataset and every in-memory file checksum
+    (tests, long-lived processes)."""
+    from prunebench.data import identity
+
     _MEMO.clear()
+    identity.clear_memo()

@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
@@ -160,22 +161,50 @@ def _read_source(
                 entries = _split_entries(rel)
                 if entries is None:
                     raise DataError(f"zip {path} holds no images under train/ and test/")
-                data = {r: zf.read(prefix + r) for s in SPLITS for _c, r in entries[s]}
-        except (zipfile.BadZipFile, OSError) as exc:
+                data = {}
+                for r in (r for s in SPLITS for _c, r in entries[s]):
+                    try:
+                        data[r] = zf.read(prefix + r)
+                    except (
+                        zipfile.BadZipFile,
+                        EOFError,
+                        zlib.error,
+                        NotImplementedError,
+                        RuntimeError,
+                    ) as exc:  # bad CRC, truncated, odd or encrypted
+                        raise DataError(f"cannot read {prefix + r} in zip {path}: {exc}") from None
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise DataError(f"cannot read zip {path}: {exc}") from None
         return entries, data, prefix.rstrip("/")
+    root, entries = folder_entries(path)
+    data = {}
+    for r in (r for s in SPLITS for _c, r in entries[s]):
+        try:
+            data[r] = (root / r).read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read image {root / r}: {exc.strerror or exc}") from None
+    return entries, data, root.name
+
+
+def folder_entries(path: Path) -> tuple[Path, dict[str, list[tuple[str, str]]]]:
+    """The folder holding train/ and test/, and its image files per split (class, relative
+    path): what a folder copy is made of, listed without reading any image."""
     root = _folder_root(path)
     if root is None:
         raise DataError(f"{path} holds no train/<class>/ and test/<class>/ image folders")
     rel = []
-    for split in SPLITS:
-        for cls_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
-            rel += [f"{split}/{cls_dir.name}/{f.name}" for f in cls_dir.iterdir() if f.is_file()]
+    try:
+        for split in SPLITS:
+            for cls_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+                rel += [
+                    f"{split}/{cls_dir.name}/{f.name}" for f in cls_dir.iterdir() if f.is_file()
+                ]
+    except OSError as exc:
+        raise DataError(f"cannot list image folder {root}: {exc.strerror or exc}") from None
     entries = _split_entries(rel)
     if entries is None:
         raise DataError(f"{root} holds no images under train/ and test/")
-    data = {r: (root / r).read_bytes() for s in SPLITS for _c, r in entries[s]}
-    return entries, data, root.name
+    return root, entries
 
 
 def _decode_source(path: Path) -> dict[str, object]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from prunebench.data.core import DATASETS, Dataset, tensor_checksum
+from prunebench.data.core import DATASETS, Dataset, identify_with, tensor_checksum
+from prunebench.data.identity import identity_of
 from prunebench.data.paths import dataset_cache_dir, download, find_data
 from prunebench.errors import DataError
 
@@ -102,9 +105,16 @@ def _idx_paths(folder: Path) -> list[Path] | None:
 def read_idx(path: Path, magic: int) -> np.ndarray:
     """Parse one IDX file (uint8 data) into an array; DataError naming the file when invalid."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"cannot read IDX file {path}: {exc}") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read IDX file {path}: {exc.strerror or exc}") from None
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except EOFError:
+            raise DataError(f"gzip file {path} is truncated (ends before its data)") from None
+        except (OSError, zlib.error) as exc:  # BadGzipFile is an OSError
+            raise DataError(f"gzip file {path} is corrupt: {exc}") from None
     if len(raw) < 8:
         raise DataError(f"IDX file {path} is truncated ({len(raw)} bytes)")
     got = int.from_bytes(raw[:4], "big")
@@ -112,8 +122,10 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         raise DataError(f"IDX file {path} has magic number {got}, expected {magic}")
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"IDX file {path} is truncated ({len(raw)} bytes, header needs {header})")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    count = int(np.prod(dims)) if dims else 0
+    count = math.prod(dims)
     if len(raw) != header + count:
         raise DataError(
             f"IDX file {path} holds {len(raw) - header} data bytes, header says {count} {dims}"
@@ -121,7 +133,8 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _load_idx(spec: IdxSpec, data_dir: Path | None) -> Dataset:
+def _locate(spec: IdxSpec, data_dir: Path | None) -> list[Path]:
+    """The four IDX files the loader reads (lookup order, then a download)."""
     files = find_data(spec.name, data_dir, _idx_paths, aliases=(spec.debian,), expected=WHAT)
     if files is None:
         folder = dataset_cache_dir(spec.name)
@@ -131,6 +144,16 @@ def _load_idx(spec: IdxSpec, data_dir: Path | None) -> Dataset:
                 download(spec.name, [m + fname for m in spec.mirrors], dest, md5, what=WHAT)
         files = _idx_paths(folder)
         assert files is not None
+    return files
+
+
+def _identify_idx(spec: IdxSpec, data_dir: Path | None) -> str:
+    """The content checksum of the four IDX files (their names and bytes, not their folder)."""
+    return identity_of(spec.name, "idx", {p.name: p for p in _locate(spec, data_dir)})
+
+
+def _load_idx(spec: IdxSpec, data_dir: Path | None) -> Dataset:
+    files = _locate(spec, data_dir)
     arrays = []
     for path, magic in zip(files, (IMAGES_MAGIC, LABELS_MAGIC) * 2, strict=True):
         arrays.append(read_idx(path, magic))
@@ -166,12 +189,14 @@ def _load_idx(spec: IdxSpec, data_dir: Path | None) -> Dataset:
 
 
 @DATASETS.register("fashion_mnist")
+@identify_with(lambda data_dir=None: _identify_idx(FASHION_MNIST, data_dir))
 def fashion_mnist(data_dir: Path | None = None) -> Dataset:
     """Fashion-MNIST: 60k/10k 1x28x28 grey images of clothing, 10 classes (IDX files)."""
     return _load_idx(FASHION_MNIST, data_dir)
 
 
 @DATASETS.register("mnist")
+@identify_with(lambda data_dir=None: _identify_idx(MNIST, data_dir))
 def mnist(data_dir: Path | None = None) -> Dataset:
     """MNIST: 60k/10k 1x28x28 grey handwritten digits, 10 classes (IDX files)."""
     return _load_idx(MNIST, data_dir)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from prunebench.data.core import DATASETS, Dataset, tensor_checksum
+from prunebench.data.core import DATASETS, Dataset, identify_with, tensor_checksum
+from prunebench.data.identity import params_identity
 from prunebench.errors import DataError
 
 
@@ -16,7 +19,20 @@ def _positive(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
+#: bump when the generator below changes what a given set of parameters produces
+GENERATOR_VERSION = 1
+
+
+def _identify(data_dir: Path | None = None, **kwargs: Any) -> str:
+    """Synthetic data's identity: a hash of its generation parameters (defaults filled in)."""
+    bound = inspect.signature(synthetic).bind(data_dir, **kwargs)
+    bound.apply_defaults()
+    params = {k: v for k, v in bound.arguments.items() if k != "data_dir"}
+    return params_identity("synthetic", {"generator": GENERATOR_VERSION, "params": params})
+
+
 @DATASETS.register("synthetic")
+@identify_with(_identify)
 def synthetic(
     data_dir: Path | None = None,
     *,

@@ -61,6 +61,12 @@ def _mean_curve(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[
     return xs, means, stds
 
 
+def _t(text: object) -> str:
+    """User text (row and column labels, study names) as literal text: every ``$`` is
+    escaped, so matplotlib never parses it as mathtext (``$10^{-3$`` would crash it)."""
+    return str(text).replace("$", r"\$")
+
+
 def _panels(study: StudyData, n: int) -> tuple[Figure, list[Any]]:
     fig = Figure(figsize=(min(4.0 * n, 14), 3.3), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
@@ -94,12 +100,12 @@ def _curve_figure(study: StudyData, metric: str, ylabel: str,
             xs, means, stds = _mean_curve(curves)
             if not xs:
                 continue
-            ax.plot(xs, means, label=row, **styles[row])
+            ax.plot(xs, means, label=_t(row), **styles[row])
             if any(stds):
                 lo = [m - s for m, s in zip(means, stds, strict=True)]
                 hi = [m + s for m, s in zip(means, stds, strict=True)]
                 ax.fill_between(xs, lo, hi, color=styles[row]["color"], alpha=0.15, lw=0)
-        ax.set_title(col)
+        ax.set_title(_t(col))
         ax.set_xlabel("retraining epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel(ylabel)
@@ -134,8 +140,8 @@ def ta_figure(study: StudyData) -> Figure | None:
         stats = [_stat(study.runs(row, col), lambda r: r.ta) for row in rows]
         xs = [i + (j - (len(cols) - 1) / 2) * width for i in range(len(rows))]
         ax.bar(xs, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=2,
-               label=col, color=f"C{j % 10}")
-    ax.set_xticks(range(len(rows)), rows, rotation=20, ha="right")
+               label=_t(col), color=f"C{j % 10}")
+    ax.set_xticks(range(len(rows)), [_t(r) for r in rows], rotation=20, ha="right")
     ax.set_ylabel("trainability accuracy TA (%)")
     ax.set_title("TA per variant (compare within one LR schedule)")
     ax.legend(loc="best")
@@ -155,8 +161,8 @@ def ratio_figure(study: StudyData) -> Figure | None:
     for row in study.rows:
         stats = [_stat(study.runs(row, col), lambda r: r.test_acc) for col in cols]
         ax.errorbar(range(len(cols)), [m for m, _ in stats], yerr=[s for _, s in stats],
-                    capsize=2, label=row, **styles[row])
-    ax.set_xticks(range(len(cols)), cols)
+                    capsize=2, label=_t(row), **styles[row])
+    ax.set_xticks(range(len(cols)), [_t(c) for c in cols])
     ax.set_xlabel("pruning ratio")
     ax.set_ylabel("final test accuracy (%)")
     ax.set_title("Pruning (solid) vs scratch (dashed)")
@@ -205,11 +211,11 @@ def lr_figure(study: StudyData) -> Figure | None:
         for gi, members in enumerate(groups.values()):
             lrs = sorted(members)
             stats = [_stat(study.runs(members[lr], col), lambda r: r.test_acc) for lr in lrs]
-            label = " / ".join(members[lr] for lr in lrs)
+            label = _t(" / ".join(members[lr] for lr in lrs))
             ax.errorbar(lrs, [m for m, _ in stats], yerr=[s for _, s in stats], capsize=2,
                         marker="o", markersize=3, color=f"C{gi % 10}", label=label)
         ax.set_xscale("log")
-        ax.set_title(col)
+        ax.set_title(_t(col))
         ax.set_xlabel("initial retraining LR")
     axes[0].set_ylabel("final test accuracy (%)")
     axes[-1].legend(loc="best")
@@ -237,7 +243,7 @@ def write_figures(study: StudyData, folder: str | Path,
             fig = build(study)
             if fig is None:
                 continue
-            fig.suptitle(f"{title} [{study.key}]", fontsize=9)
+            fig.suptitle(f"{title} [{_t(study.key)}]", fontsize=9)
             png, svg = folder / f"{kind}.png", folder / f"{kind}.svg"
             fig.savefig(png, dpi=110)
             fig.savefig(svg, metadata={"Date": None})

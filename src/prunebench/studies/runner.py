@@ -2,6 +2,16 @@
 
 The manifest (``<out>/studies/<name>-<preset>.json``) maps every table cell (row, column,
 seed) to its run id; reports read it together with the runs' results and metrics.
+
+Every cell is validated (recipe, layer patterns against the built model, the files it
+names) before the manifest or any run is written. A cell that diverges or fails does not
+stop the others: the manifest records each cell's ``status`` and lists the ones that did
+not finish under ``not_done``; ``complete`` is true only when every cell is done.
+
+With stacking (``stack`` k > 1; automatic: on when the recipes train on CUDA) the cells
+whose retraining can stack train as fused models of up to k copies
+(:mod:`prunebench.stacked_runs`); each is still its own run with its own id. The manifest
+records ``stack`` (the k asked for) and each cell's ``stack`` (the copies it trained with).
 """
 
 from __future__ import annotations
@@ -13,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from prunebench import io
-from prunebench.errors import StoreError
-from prunebench.pipeline import RunResult, run
+from prunebench.errors import RecipeError, StoreError
+from prunebench.pipeline import RunResult, validate_recipes
 from prunebench.plan import plan
 from prunebench.recipe import Recipe, apply_overrides, build_recipe, set_path
+from prunebench.stacked_runs import auto_stack, stack_jobs
 from prunebench.store import RunStore
-from prunebench.studies.executor import run_cells
+from prunebench.studies.executor import run_cells, run_job
 from prunebench.studies.spec import StudySpec, load_study
 from prunebench.train import Reporter
 
@@ -72,8 +83,8 @@ def dense_recipes(
 
 
 def manifest_path(out: str | os.PathLike[str], study: str, preset: str) -> Path:
-    """Where a study preset's manifest lives in a run store."""
-    return Path(out) / "studies" / f"{study}-{preset}.json"
+    """Where a study preset's manifest lives in a run store (names checked: slugs only)."""
+    return RunStore(out).study_manifest_path(study, preset)
 
 
 def run_study(
@@ -87,17 +98,30 @@ def run_study(
     command: str | None = None,
     workers: int = 1,
     backend: str = "serial",
+    validate: bool = True,
+    stack: int | None = None,
 ) -> dict[str, Any]:
     """Run every cell (finished ones return at once, interrupted ones resume); the manifest.
 
-    ``workers > 1`` runs cells in parallel (``backend`` "process" or "ray").
+    ``workers > 1`` runs cells in parallel (``backend`` "process" or "ray"). Every cell is
+    validated first (``validate=False``: the caller already did); a cell that diverges or
+    fails is recorded in the manifest (``status``, ``not_done``) and the others still run.
+    ``stack`` k trains up to k stackable cells as one fused model (1: off; None: on, with
+    :data:`prunebench.stacked_runs.DEFAULT_STACK` copies, when the device is CUDA); with
+    workers each worker takes one stack.
     """
     spec = study if isinstance(study, StudySpec) else load_study(study)
     cells = expand_study(spec, preset, seeds=seeds, overrides=overrides)
     dense = dense_recipes(spec, preset, seeds=seeds, overrides=overrides)
     p = spec.preset(preset)
+    labels = _labels(spec, preset, cells, dense)
     recipes = [*(c.recipe for c in cells), *dense.values()]
+    if validate:
+        validate_recipes(list(zip(labels, recipes, strict=True)))
     chains = [plan(r) for r in recipes]  # stage keys, once per recipe (hashes a base file)
+    k = auto_stack(recipes, stack)
+    if k < 1:
+        raise RecipeError(f"stack must be >= 1, got {k}")
     t0 = time.perf_counter()
     manifest: dict[str, Any] = {
         "study": spec.name,
@@ -111,6 +135,7 @@ def run_study(
         "columns": {"key": p.columns.key, "labels": p.columns.labels,
                     "values": p.columns.values},
         "seeds": seeds if seeds is not None else p.seeds,
+        "stack": k,
         "command": command or f"prunebench study {spec.name} --preset {preset}",
         "pretrain_stages": sorted({chain[0].key for chain in chains[: len(cells)]}),
         "dense_runs": {str(seed): chain[-1].key
@@ -125,22 +150,54 @@ def run_study(
                                   "seed": cell.seed, "run": chain[-1].key})
     io.write_json(path, {**manifest, "complete": False})
 
-    def serial(i: int) -> str:
-        res: RunResult = run(recipes[i], out, reporter=reporter)
-        return res.id
+    def serial(job: list[int]) -> list[RunResult]:
+        return run_job([recipes[i] for i in job], str(out), k, reporter)
 
-    ids = run_cells(
+    # finished runs and repeated recipes are not stacked (they return from the store)
+    store, seen, skip = RunStore(out), set[str](), list[bool]()
+    for chain in chains:
+        rid = chain[-1].key
+        skip.append(rid in seen or _done(store, rid))
+        seen.add(rid)
+    results = run_cells(
         [r.model_dump(mode="json") for r in recipes],
         [chain[0].key for chain in chains],
         str(out), workers=workers, backend=backend, serial=serial,
+        jobs=stack_jobs(recipes, k, skip), stack=k,
     )
-    assert ids[: len(cells)] == [c["run"] for c in manifest["cells"]]
+    assert [r.id for r in results[: len(cells)]] == [c["run"] for c in manifest["cells"]]
+    manifest["not_done"] = []
+    for i, res in enumerate(results):
+        if i < len(cells):
+            manifest["cells"][i]["status"] = res.status
+            if res.result.get("stack") is not None:
+                manifest["cells"][i]["stack"] = res.result["stack"]
+        if res.status != "done":
+            manifest["not_done"].append({"cell": labels[i], "run": res.id, "status": res.status,
+                                         "error": res.result.get("error")})
     if spec.analysis == "crossval":
-        manifest["analysis"] = _crossval(out, manifest)
-    manifest["complete"] = True
+        if manifest["not_done"]:
+            manifest["analysis"] = {"verdict": "no cross-validation verdict: "
+                                    f"{len(manifest['not_done'])} cells did not finish"}
+        else:
+            manifest["analysis"] = _crossval(out, manifest)
+    manifest["complete"] = not manifest["not_done"]
     manifest["seconds"] = round(time.perf_counter() - t0, 3)
     io.write_json(path, manifest)
     return manifest
+
+
+def _done(store: RunStore, rid: str) -> bool:
+    rec = store.result(rid)
+    return rec is not None and rec.status == "done"
+
+
+def _labels(spec: StudySpec, preset: str, cells: list[Cell], dense: dict[int, Recipe]
+            ) -> list[str]:
+    """How errors and the ``not_done`` list name each recipe of a study."""
+    head = f"study {spec.name} ({preset})"
+    return [*(f"{head} row {c.row!r} / column {c.column!r} / seed {c.seed}" for c in cells),
+            *(f"{head} dense reference, seed {seed}" for seed in dense)]
 
 
 def _crossval(out: str | os.PathLike[str], manifest: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +229,10 @@ def run_studies(
     """Run a preset, or every member of a preset group; one manifest per table."""
     spec = study if isinstance(study, StudySpec) else load_study(study)
     names = spec.resolve(preset)
-    for name in names:  # validate every table before anything runs
-        expand_study(spec, name, seeds=kwargs.get("seeds"), overrides=kwargs.get("overrides"))
-    return [run_study(spec, out, preset=name, **kwargs) for name in names]
+    for name in names:  # validate every cell of every table before anything is written
+        seeds, overrides = kwargs.get("seeds"), kwargs.get("overrides")
+        cells = expand_study(spec, name, seeds=seeds, overrides=overrides)
+        dense = dense_recipes(spec, name, seeds=seeds, overrides=overrides)
+        recipes = [*(c.recipe for c in cells), *dense.values()]
+        validate_recipes(list(zip(_labels(spec, name, cells, dense), recipes, strict=True)))
+    return [run_study(spec, out, preset=name, validate=False, **kwargs) for name in names]

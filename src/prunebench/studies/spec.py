@@ -24,10 +24,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from prunebench.errors import RecipeError
+from prunebench.errors import RecipeError, StoreError
+from prunebench.recipe import _loc
 from prunebench.registry import Registry
+from prunebench.store import check_name
 
 #: built-in studies: name -> path of the YAML file next to this module
 STUDIES: Registry[Path] = Registry("study")
@@ -84,6 +93,20 @@ class StudySpec(BaseModel):
     )
     presets: dict[str, Preset | PresetGroup]
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        """Study names become file names (``<out>/studies/<name>-<preset>.json``): slugs
+        only (:func:`prunebench.store.slugify`), never a path."""
+        return _slug(v, "study name")
+
+    @field_validator("presets")
+    @classmethod
+    def _preset_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            _slug(name, "preset name")
+        return v
+
     @model_validator(mode="after")
     def _analysis(self) -> StudySpec:
         for name, p in self.presets.items():
@@ -133,15 +156,30 @@ def load_study(name_or_path: str | Path) -> StudySpec:
             raise RecipeError(f"study file {str(path)!r} does not exist")
         STUDIES.get(str(name_or_path))  # raises with the list of built-ins
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise RecipeError(f"study file {str(path)!r} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"study file {str(path)!r} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"study file {str(path)!r} is not valid YAML: {exc}") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RecipeError(f"study file {str(path)!r} is not valid YAML: {first}") from None
+    if raw is None:
+        raise RecipeError(f"study file {str(path)!r} is empty")
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise RecipeError(f"study {str(path)!r}: {loc}: {err['msg']}") from None
+        loc = _loc(err["loc"])
+        msg = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
+        raise RecipeError(f"study {str(path)!r}: {loc}: {msg}") from None
+
+
+def _slug(name: str, what: str) -> str:
+    try:
+        return check_name(name, what)
+    except StoreError as exc:
+        raise ValueError(str(exc)) from None
 
 
 for _file in sorted(Path(__file__).parent.glob("*.yaml")):

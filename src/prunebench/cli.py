@@ -18,8 +18,61 @@ from prunebench.errors import PrunebenchError
 from prunebench.report.terminal import metrics_table, result_rows, results_table, runs_table
 from prunebench.store import RunStore
 
+
+def take_plugins(args: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``--plugins X`` / ``--plugins=X`` (anywhere before ``--``) out of ``args``."""
+    plugins: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg == "--plugins" and i + 1 < len(args):
+            plugins.append(args[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--plugins="):
+            plugins.append(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+        i += 1
+    return plugins, rest
+
+
+class PluginsGroup(typer.core.TyperGroup):
+    """The app's group: ``--plugins MODULE_OR_FILE`` (repeatable) is accepted by every
+    command, before or after the command name, and imported before anything is looked up."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        note = ("Every command also takes --plugins MODULE_OR_FILE (repeatable): a plugin "
+                "module or .py file imported first (see docs/extending.md).")
+        self.epilog = f"{self.epilog}\n\n{note}" if self.epilog else note
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        plugins, args = take_plugins(list(args))
+        if plugins and not ctx.resilient_parsing:
+            from prunebench.errors import RegistryError
+            from prunebench.recipe import load_plugins
+
+            for item in plugins:
+                try:
+                    load_plugins([item])
+                except PrunebenchError as exc:
+                    _fail(exc)
+                except Exception as exc:  # noqa: BLE001 - a plugin's own error, as one line
+                    msg = " ".join(str(exc).split())
+                    if not (isinstance(exc, ValueError) and item in msg):  # load_plugins' own
+                        msg = f"plugin {item!r} failed to load: {type(exc).__name__}: {msg}"
+                    _fail(RegistryError(msg))
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
     help="prunebench: fair, fast and explainable neural-network pruning comparisons.",
+    cls=PluginsGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -146,33 +199,31 @@ def _exit_incomplete(total: int, bad: list[tuple[str, Any, str, Any]], quiet: bo
 @app.command("runs")
 def runs_cmd(
     out: OutOpt = Path("runs"),
+    where: Annotated[list[str] | None, typer.Option(
+        "--where", help="KEY=VALUE on recipe fields (prune.method=l1) or on a column "
+                        "(variant=..., study=..., status=done); repeatable, all must hold")
+    ] = None,
+    sort: Annotated[str | None, typer.Option(
+        "--sort", help="sort by a column: test_acc, ta, speedup, variant, lr, seed, "
+                       "created, ... (-COLUMN: descending)")] = None,
     json_: Annotated[bool, typer.Option("--json", help="a JSON list of runs")] = False,
 ) -> None:
-    """List the runs of a store: id, status, model, dataset, method, ratio, final accuracy."""
+    """List the runs of a store: id, variant (study row), method, ratio, LR, seed, init,
+    status, final accuracy, TA, speedup. Ids are never cut."""
     try:
-        rows = api.runs(out)
+        rows = api.runs(out, where=where, sort=sort)
     except PrunebenchError as exc:
         _fail(exc)
     if json_:
-        keys = (
-            "id",
-            "status",
-            "name",
-            "model",
-            "dataset",
-            "method",
-            "ratio",
-            "created",
-            "updated",
-            "recipe",
-            "result",
-        )
+        keys = ("id", "status", "name", "variant", "study", "model", "dataset", "method",
+                "ratio", "lr", "init", "seed", "test_acc", "ta", "speedup",
+                "param_sparsity", "created", "updated", "recipe", "result")
         typer.echo(json.dumps([{k: r.get(k) for k in keys} for r in rows], indent=2))
         return
     if not rows:
-        console.print(f"no runs in {out}/")
+        console.print(f"no runs in {out}/" + (" match the filters" if where else ""))
         return
-    console.print(runs_table(rows))
+    console.print(runs_table(rows, width=console.width))
 
 
 @app.command()
@@ -193,7 +244,12 @@ def show(
     rec = data["record"]
     status = rec.status if rec is not None else "incomplete"
     console.print(f"[bold]run {data['id']}[/bold]  status: {status}")
-    console.print(yaml.safe_dump(data["recipe"], sort_keys=False).rstrip(), highlight=False)
+    recipe, notes = api.effective_recipe(data)
+    console.print("# effective recipe (what the run trained)", highlight=False, markup=False)
+    for note in notes:
+        console.print(f"# {note}", highlight=False, markup=False, soft_wrap=True)
+    console.print(yaml.safe_dump(recipe, sort_keys=False).rstrip(), highlight=False,
+                  markup=False)
     if rec is not None:
         summary: dict[str, Any] = {"test_acc": rec.test_acc, "val_acc": rec.val_acc,
                                    "test_top5": rec.test_top5, "best_val": rec.best_val}
@@ -217,9 +273,8 @@ def show(
             summary["param_sparsity"] = rec.rate_sparsity
             summary["flops_sparsity"] = rec.pruned.flops_sparsity
             summary["speedup"] = rec.rate_speedup
-        console.print(
-            yaml.safe_dump({"result": summary}, sort_keys=False).rstrip(), highlight=False
-        )
+        console.print(yaml.safe_dump({"result": api.rounded(summary)}, sort_keys=False
+                                     ).rstrip(), highlight=False, markup=False)
     console.print(metrics_table(data["metrics"]))
 
 

@@ -99,7 +99,11 @@ def data_identity(recipe: Recipe) -> str | None:
 
 
 def base_code(recipe: Recipe) -> dict[str, str]:
-    """Code identities of the external (plugin) model and dataset the dense stage builds."""
+    """Code identities of the external (plugin) model and dataset the dense stage builds.
+
+    A model resolved by prefix from another package (``torchvision:resnet18``,
+    ``timm:resnet18``) contributes ``"<package>==<version>"``: a new release of the package
+    builds another dense model, so it gets another key."""
     from prunebench.data import DATASETS
     from prunebench.models import MODELS
 

@@ -171,6 +171,9 @@ class PruneCfg(_Cfg):
     at_epoch: int | None = Field(
         None, ge=0, description="prune at this pretraining epoch (PxFy); default: the end"
     )
+    coupled: bool = Field(
+        False, description="oneshot: prune residual-tied layers as coupled groups"
+    )
 
     @field_validator("lr", mode="before")
     @classmethod

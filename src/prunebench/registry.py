@@ -4,6 +4,15 @@ Registered objects from outside the ``prunebench`` package (plugins) carry a *co
 identity*: a hash of their defining module's source file, taken when they are registered
 (:func:`code_of`). The plan puts it into the stage keys, so editing a plugin changes the
 run id; built-in components are covered by the package version and have none.
+
+Plugins are found three ways: a recipe's ``plugins:`` list, the ``--plugins`` option of
+every command, and Python entry points: every installed distribution that declares an
+entry point in the group ``prunebench.plugins`` is imported the first time any registry is
+looked up (lazily, once per process; :func:`load_entry_points`).
+
+A registry can also resolve whole name *families* by prefix (:meth:`Registry.add_prefix`):
+``"torchvision:resnet18"`` is built by the ``torchvision`` resolver, not registered one by
+one; its code identity is the external package's ``<package>==<version>``.
 """
 
 from __future__ import annotations
@@ -12,11 +21,72 @@ import hashlib
 import inspect
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from prunebench.errors import RegistryError
 
 T = TypeVar("T")
+
+#: the entry-point group whose modules are imported at the first registry lookup
+ENTRY_POINT_GROUP = "prunebench.plugins"
+
+# None: not loaded yet; "loading": in progress (a plugin looking names up at import time);
+# "done": loaded. A plugin that failed keeps its one-line error, raised at every lookup.
+_entry_points_state: str | None = None
+_entry_points_error: RegistryError | None = None
+
+
+def load_entry_points() -> None:
+    """Import every entry point of the group ``prunebench.plugins`` (once per process).
+
+    An entry point that fails to import raises a one-line RegistryError naming it (and its
+    distribution), at this and every later lookup, until the process restarts.
+    """
+    global _entry_points_state, _entry_points_error
+    if _entry_points_state is not None:
+        if _entry_points_error is not None and _entry_points_state == "done":
+            raise _entry_points_error
+        return
+    _entry_points_state = "loading"
+    try:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                ep.load()
+            except Exception as exc:  # noqa: BLE001 - any plugin failure becomes one line
+                dist = getattr(getattr(ep, "dist", None), "name", None)
+                where = f" (distribution {dist!r})" if dist else ""
+                msg = " ".join(f"{type(exc).__name__}: {exc}".split())
+                _entry_points_error = RegistryError(
+                    f"plugin entry point {ep.name!r} = {ep.value!r}{where} failed to load: {msg}"
+                )
+                break
+    finally:
+        _entry_points_state = "done"
+    if _entry_points_error is not None:
+        raise _entry_points_error
+
+
+def reset_entry_points() -> None:
+    """Forget that entry points were loaded (tests; a newly installed plugin)."""
+    global _entry_points_state, _entry_points_error
+    _entry_points_state, _entry_points_error = None, None
+
+
+@dataclass(frozen=True)
+class PrefixResolver(Generic[T]):
+    """Resolves every name ``"<prefix>:<rest>"`` of a registry.
+
+    ``resolve(rest, full_name)`` returns the object (raising RegistryError with one line
+    when the name is unknown or the package behind it is missing); ``code(rest, full_name)``
+    its code identity (e.g. ``"timm==1.0.9"``); ``doc`` one line for listings.
+    """
+
+    resolve: Callable[[str, str], T]
+    code: Callable[[str, str], str | None]
+    doc: str = ""
 
 
 class Registry(Generic[T]):
@@ -34,6 +104,22 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._docs: dict[str, str] = {}
         self._code: dict[str, str | None] = {}
+        self._prefixes: dict[str, PrefixResolver[T]] = {}
+
+    def add_prefix(self, prefix: str, resolver: PrefixResolver[T]) -> None:
+        """Resolve every ``"<prefix>:<name>"`` with ``resolver`` (see :class:`PrefixResolver`)."""
+        self._prefixes[prefix] = resolver
+
+    def prefixes(self) -> dict[str, str]:
+        """``{prefix: one-line doc}`` of the name families resolved by prefix."""
+        return {p: r.doc for p, r in sorted(self._prefixes.items())}
+
+    def _prefixed(self, name: str) -> tuple[PrefixResolver[T], str] | None:
+        if not isinstance(name, str) or name in self._items:
+            return None
+        prefix, sep, rest = name.partition(":")
+        resolver = self._prefixes.get(prefix) if sep else None
+        return (resolver, rest) if resolver is not None and rest else None
 
     def register(self, name: str, *, doc: str | None = None) -> Callable[[T], T]:
         """Register under ``name``. Registering another object under a taken name is an
@@ -53,27 +139,45 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
+        load_entry_points()
         try:
             return self._items[name]
-        except KeyError:
-            allowed = ", ".join(sorted(self._items)) or "(none)"
-            raise RegistryError(f"unknown {self.kind} {name!r}; registered: {allowed}") from None
+        except (KeyError, TypeError):
+            pass
+        prefixed = self._prefixed(name)
+        if prefixed is not None:
+            resolver, rest = prefixed
+            return resolver.resolve(rest, name)
+        allowed = ", ".join(sorted(self._items)) or "(none)"
+        families = "".join(f", {p}:<name>" for p in sorted(self._prefixes))
+        raise RegistryError(f"unknown {self.kind} {name!r}; registered: {allowed}{families}")
 
     def doc(self, name: str) -> str:
+        prefixed = self._prefixed(name)
+        if prefixed is not None:
+            return prefixed[0].doc
         self.get(name)
         return self._docs[name]
 
     def code(self, name: str) -> str | None:
         """The code identity of ``name`` (see :func:`code_of`, taken at registration):
-        None for a built-in prunebench component."""
+        None for a built-in prunebench component; ``"<package>==<version>"`` for a name
+        resolved by prefix from an external package."""
+        load_entry_points()
+        prefixed = self._prefixed(name)
+        if prefixed is not None:
+            resolver, rest = prefixed
+            return resolver.code(rest, name)
         self.get(name)
         return self._code[name]
 
     def names(self) -> list[str]:
+        load_entry_points()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        load_entry_points()
+        return name in self._items or (isinstance(name, str) and self._prefixed(name) is not None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

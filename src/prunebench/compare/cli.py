@@ -17,7 +17,7 @@ from prunebench.errors import PrunebenchError
 
 EXIT_NOT_MET = 3
 
-_console = Console() if sys.stdout.isatty() else Console(width=160)
+_console = Console() if sys.stdout.isatty() else Console(width=80)
 _err = Console(stderr=True)
 
 OutOpt = Annotated[Path, typer.Option("--out", help="run store directory")]
@@ -39,39 +39,96 @@ def _print(text: str, bold: bool = False) -> None:
 
 
 def _ranking_table(rows: list[dict[str, Any]], title: str) -> Table:
-    t = Table(title=title, caption="final-epoch top-1 test % (mean ± std, ddof=1; 95% t CI)")
+    t = Table(title=title, caption="final-epoch top-1 test % (mean ± std, ddof=1); "
+              "vs next: Welch's t-test", caption_justify="left")
     for col in ("rank", "method", "seeds", "test acc", "vs next"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for r in rows:
         extra = f" (LR {r['chosen_lr']:g})" if r.get("chosen_lr") is not None else ""
-        _row(t, r["rank"], r["method"] + extra, ",".join(map(str, r["seeds"])),
-                  r["text"], (r.get("vs_next") or {}).get("text", ""))
+        _row(t, r["rank"], r["method"] + extra, len(r["seeds"]),
+             r.get("acc_text") or r["text"], _vs_next(r.get("vs_next")))
     return t
 
 
-def _print_compare(rep: dict[str, Any]) -> None:
-    _print(f"compare: {rep['runs']} runs, {rep['methods']} methods, "
-           f"required setup {rep['required']}")
+def _vs_next(w: dict[str, Any] | None) -> str:
+    if not w:
+        return ""
+    if w.get("p") is None:
+        return f"{w['diff']:+.2f} (not tested)"
+    return f"{w['diff']:+.2f}, p={w['p']:.2g}" + (" *" if w.get("significant") else "")
+
+
+def _wrap(text: str, indent: int = 0, hang: int = 4) -> None:
+    """One logical line wrapped to the console width (ids and other words never split)."""
+    import textwrap
+
+    from prunebench.report.runinfo import plain
+
+    width = max(40, _console.width - 1)
+    lines = textwrap.wrap(plain(text), width=width, initial_indent=" " * indent,
+                          subsequent_indent=" " * (indent + hang), break_long_words=False,
+                          break_on_hyphens=False)
+    for line in lines or [""]:
+        _print(line)
+
+
+def _group_table(g: dict[str, Any], i: int) -> Table:
+    """The configurations of one comparable set: variant, ratio, LR, seeds, accuracy."""
+    ranks = {r["method"]: r for r in g["ranking"] or []}
+    t = Table()
+    cols = (["rank"] if ranks else []) + ["variant / method", "ratio", "retrain LR", "seeds",
+                                           "test acc"] + (["vs next"] if ranks else [])
+    for col in cols:
+        t.add_column(col, overflow="fold",
+                     justify="right" if col in ("rank", "seeds", "test acc") else "left")
+    methods = sorted(g["methods"], key=lambda m: (ranks[m["method"]]["rank"] if ranks else 0,
+                                                   -((m.get("acc") or {}).get("mean") or 0)))
+    for m in methods:
+        cells = [ranks[m["method"]]["rank"]] if ranks else []
+        lr = m.get("lr") or "-"
+        chosen = (ranks.get(m["method"]) or {}).get("chosen_lr")
+        if chosen is not None:
+            lr = f"{lr} (chose {chosen:g})"
+        after = [_vs_next(ranks[m["method"]].get("vs_next"))] if ranks else []
+        _row(t, *cells, m["method"], m.get("ratio") or "-", lr, m.get("n_seeds", len(
+            m["seeds"])), m.get("acc_text") or "-", *after)
+    return t
+
+
+def _print_compare(rep: dict[str, Any], max_diffs: int = 3) -> None:
+    _wrap(f"compare: {rep['runs']} runs, {rep['methods']} configurations, required setup "
+          f"{rep['required']}; accuracy: final-epoch top-1 test % (mean ± std over seeds)")
     for i, g in enumerate(rep["groups"], 1):
-        names = ", ".join(m["method"] for m in g["methods"])
-        _print(f"\nset {i} (S1-comparable): {names}"
-               + (f" -- setup met by all: {g['setup']}" if g["setup"] else ""))
+        _print("")
+        _wrap(f"set {i}: same dataset, network and rate (S1)"
+              + (f"; setup met by all: {g['setup']}" if g["setup"] else ""))
+        _console.print(_group_table(g, i))
         for p in g["pairs"]:
-            _print(f"  {p['a']} vs {p['b']}: strictest {p['label']}")
-            for d in p["differences"]:
-                _print(f"      differs: {d}")
+            _wrap(f"{p['a']} vs {p['b']}: {p['label']}", indent=2)
+            diffs = p["differences"]
+            for d in diffs[:max_diffs]:
+                _wrap(f"differs: {d}", indent=6)
+            if len(diffs) > max_diffs:
+                _wrap(f"(+{len(diffs) - max_diffs} more differences: --json)", indent=6)
         if g["ranking"] is not None:
-            _console.print(_ranking_table(g["ranking"], f"Ranking under {rep['required']}"))
+            top = g["ranking"][0]
+            _wrap(f"Ranking under {rep['required']} (rank column): best {top['method']} "
+                  f"({top.get('acc_text') or top['text']})", indent=2)
+            if any(r["test_acc"]["n"] < 2 for r in g["ranking"]):
+                _wrap("warning: single-seed results: differences are not tested "
+                      "(run more seeds)", indent=2)
         if g["reason"]:
-            _print(f"  {g['reason']}")
+            _wrap(g["reason"], indent=2)
         for s in g["subsets"]:
             _console.print(_ranking_table(
                 s["ranking"], f"Ranking within a subset that meets {rep['required']}"))
     if rep.get("diverged"):
-        _print(f"\ndiverged (never ranked): {len(rep['diverged'])} runs")
+        _print("")
+        _wrap(f"diverged (never ranked): {len(rep['diverged'])} runs")
         for d in rep["diverged"]:
-            _print(f"  {d['id']} {d['method']} seed {d['seed']}: {d['reason']}")
-    _print(f"\n{rep['verdict']}")
+            _wrap(f"{d['id']} {d['method']} seed {d['seed']}: {d['reason']}", indent=2)
+    _print("")
+    _wrap(rep["verdict"])
 
 
 def compare_cmd(
@@ -90,11 +147,11 @@ def compare_cmd(
 
     Exit 0: valid; 3: the required setup is not met (no ranking across it); 2: bad input.
     """
-    from prunebench.compare.comparison import compare, load_selection
+    from prunebench.compare.comparison import compare, load_selection, study_variants
 
     try:
         fps, diverged = load_selection(out, run_ids, where)
-        rep = compare(fps, require, diverged=diverged)
+        rep = compare(fps, require, diverged=diverged, variants=study_variants(out))
     except PrunebenchError as exc:
         _fail(exc)
     if json_:

@@ -143,6 +143,14 @@ def load_selection(
     return fps, diverged
 
 
+def study_variants(out: str | os.PathLike[str]) -> dict[str, str]:
+    """``{run id: its row label}`` from the study manifests of a store (``<out>/studies``)."""
+    from prunebench.report.runinfo import study_index, variant_of
+
+    return {rid: v for rid, cells in study_index(out).items()
+            if (v := variant_of(cells)) is not None}
+
+
 # -- configurations, groups -------------------------------------------------------------
 
 
@@ -167,7 +175,12 @@ class Config:
         return self.runs[0].calibrated
 
 
-def configurations(fps: list[Fingerprint]) -> list[Config]:
+def configurations(fps: list[Fingerprint],
+                   variants: dict[str, str] | None = None) -> list[Config]:
+    """Runs grouped by configuration (seeds collapse). ``variants`` (run id -> a study's
+    row label) names a configuration whose runs all carry one row label by it; others get
+    the short method label. Labels are made unique by what sets them apart (short text,
+    never JSON)."""
     by: dict[str, Config] = {}
     for f in fps:
         c = by.setdefault(f.config, Config(f.config, f.label))
@@ -177,33 +190,84 @@ def configurations(fps: list[Fingerprint]) -> list[Config]:
     configs = list(by.values())
     for c in configs:
         c.runs.sort(key=lambda f: f.seed)
+        names = {(variants or {}).get(f.run_id) for f in c.runs}
+        if len(names) == 1 and None not in names:
+            c.label = str(names.pop())
     by_label: dict[str, list[Config]] = {}
     for c in configs:
         by_label.setdefault(c.label, []).append(c)
     for same in by_label.values():
         if len(same) < 2:
             continue
-        for c in same:
-            c.label = f"{c.label} ({_distinguish(c, same)})"
+        suffixes = [_distinguish(c, same) for c in same]
+        for c, suffix in zip(same, suffixes, strict=True):
+            if suffix:
+                c.label = f"{c.label} ({suffix})"
     return configs
 
 
-#: fingerprint fields that tell apart configurations with one method label
-_LABEL_FIELDS = ("pruned_at", "prune_epochs", "prune_lr", "retrain_epochs", "retrain_lr",
-                 "dataset", "model", "split")
+#: fingerprint fields that tell apart configurations with one method label, with the
+#: short name a label shows them under
+_LABEL_FIELDS = {"pruned_at": "P", "prune_epochs": "prune ep",
+                 "prune_lr": "prune LR", "retrain_epochs": "ep", "retrain_lr": "LR",
+                 "dataset": "data", "model": "model", "split": "split"}
+
+
+def _short(name: str, v: Any) -> str:
+    from prunebench.report.runinfo import plain, shorten
+
+    return shorten(plain(str(v)), 24)
 
 
 def _distinguish(c: Config, same: list[Config]) -> str:
-    """What sets ``c`` apart from the other configurations with its label (short)."""
+    """What sets ``c`` apart from the other configurations with its label (short text:
+    long values are cut, JSON is written as ``k=v``). The rate is left out (tables show it
+    in its own column and configurations of different rates are never in one set): a
+    label that differs from the others only in its rate gets no suffix."""
     f = c.runs[0]
-    parts = [f"{k}={getattr(f, k)}" for k in _LABEL_FIELDS
-             if len({str(getattr(o.runs[0], k)) for o in same}) > 1]
+    parts = []
+    for k, short in _LABEL_FIELDS.items():
+        vals = {_short(k, getattr(o.runs[0], k)) for o in same}
+        if len(vals) > 1:
+            parts.append(f"{short} {_short(k, getattr(f, k))}")
     for attr in ("method", "recipe"):
         mine = dict(getattr(f, attr))
         for k, v in mine.items():
+            if k in _RATE_KEYS:
+                continue
             if len({dict(getattr(o.runs[0], attr)).get(k) for o in same}) > 1:
-                parts.append(f"{k.split('.', 1)[-1]}={v}")
-    return ", ".join(parts) or c.key[:6]
+                parts.append(f"{k.split('.', 1)[-1]}={_short(k, v)}")
+    if parts:
+        return ", ".join(parts)
+    rates = {tuple(dict(o.runs[0].method).get(k) for k in _RATE_KEYS) for o in same}
+    return "" if len(rates) == len(same) else c.key[:6]
+
+
+_RATE_KEYS = ("prune.layers", "prune.target_speedup", "prune.target_param_sparsity",
+              "prune.max_layer_ratio")
+
+
+def config_info(c: Config) -> dict[str, Any]:
+    """What a table shows of a configuration besides its label: ratio (param sparsity /
+    speedup), the retraining LR schedule (standard form), seeds and the accuracy."""
+    f = c.runs[0]
+    if f.param_sparsity is None:
+        ratio = "dense" if f.granularity == "dense" else "-"
+    else:
+        ratio = f"{f.param_sparsity:.1f}%" + ("" if f.speedup is None
+                                              else f" / {f.speedup:.2f}x")
+    accs = c.accs
+    s = summarize(accs) if accs else None
+    return {"ratio": ratio, "lr": f.retrain_lr, "n_seeds": len(c.runs),
+            "acc": None if s is None else s.to_dict(),
+            "acc_text": "-" if s is None else short_acc(s)}
+
+
+def short_acc(s: Summary) -> str:
+    """``"98.83 ± 0.55"``, or ``"98.83 (single seed)"``."""
+    if s.n == 1 or s.std is None:
+        return f"{s.mean:.2f} (single seed)"
+    return f"{s.mean:.2f} ± {s.std:.2f}"
 
 
 def _pairs(x: Config, y: Config) -> list[tuple[Fingerprint, Fingerprint]]:
@@ -250,6 +314,7 @@ def _rank(configs: list[Config]) -> list[dict[str, Any]]:
         s = c.summary
         row: dict[str, Any] = {
             "rank": i + 1, "method": c.label, "config": c.key, "seeds": [f.seed for f in c.runs],
+            **config_info(c),
             "runs": [f.run_id for f in c.runs], "test_acc": s.to_dict(), "text": s.text(),
             "calibrated": c.calibrated,
             "chosen_lr": c.runs[0].chosen_lr,
@@ -278,10 +343,12 @@ def compare(
     fps: list[Fingerprint],
     required: str = DEFAULT_REQUIRED,
     diverged: list[dict[str, Any]] | None = None,
+    variants: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The comparison report of a set of fingerprints (JSON-able dict); ``valid`` says
     whether every comparable set could be ranked under ``required``. ``diverged`` (from
-    :func:`load_selection`) is listed in the report, never ranked."""
+    :func:`load_selection`) is listed in the report, never ranked. ``variants`` (run id ->
+    study row label, :func:`study_variants`) names configurations by their variant."""
     required = check_setup(required)
     diverged = list(diverged or [])
     if not fps and diverged:
@@ -290,7 +357,7 @@ def compare(
                 "verdict": f"nothing to rank: the {len(diverged)} selected runs diverged"}
     if not fps:
         raise CompareError("no finished runs selected: nothing to compare")
-    configs = configurations(fps)
+    configs = configurations(fps, variants)
     groups_out = []
     valid = True
     for group in _s1_groups(configs):
@@ -303,7 +370,8 @@ def compare(
                           "label": setup_label(sat), "satisfied": sat, "differences": diffs})
         g: dict[str, Any] = {
             "methods": [{"method": c.label, "config": c.key, "runs": [f.run_id for f in c.runs],
-                         "seeds": [f.seed for f in c.runs], "calibrated": c.calibrated}
+                         "seeds": [f.seed for f in c.runs], "calibrated": c.calibrated,
+                         **config_info(c)}
                         for c in group],
             "setup": setup_label([s for s in SETUPS if s in common]) if pairs else None,
             "satisfied": [s for s in SETUPS if s in common] if pairs else [],

@@ -82,6 +82,7 @@ FIELD_ROLES: dict[str, str] = {
     "prune.rounds": "method",
     "prune.rewind_epoch": "method",
     "prune.at_epoch": "trajectory",
+    "prune.coupled": "method",
     "retrain.epochs": "trajectory",
     "retrain.lr": "trajectory",
     "retrain.momentum": "trajectory",

@@ -1,5 +1,8 @@
 """Model zoo: MLPs, LeNet-5, CIFAR ResNets and VGGs, ImageNet ResNets; param/MAC counting.
 
+``torchvision:<name>`` and ``timm:<name>`` resolve to those packages' models (optional
+extras, :mod:`prunebench.models.external`).
+
 Every model class has a class attribute ``output_layer`` naming its classifier module
 (resolvable with ``model.get_submodule``), which pruners must leave intact.
 """
@@ -13,6 +16,7 @@ from torch import nn
 
 from prunebench.errors import RecipeError
 from prunebench.models import (  # noqa: F401  (registers)
+    external,
     lenet,
     mlp,
     resnet_cifar,

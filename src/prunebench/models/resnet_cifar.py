@@ -27,16 +27,41 @@ class PadShortcut(nn.Module):
     The padding is computed at run time from ``x.shape[1]`` and ``out_channels`` and split
     evenly (extra channel at the end), so 16 -> 32 adds 8 zero channels on each side.
     It holds no parameters or buffers.
+
+    Coupled-group pruning (``prune.coupled``) removes channels on either side of it: then
+    ``index`` (not part of the state dict; rebuilt when a pruned structure is replayed)
+    lists, per output channel, the input channel it copies or -1 for a zero channel.
     """
 
-    def __init__(self, out_channels: int, stride: int = 2):
+    def __init__(self, out_channels: int, stride: int = 2, in_channels: int | None = None):
         super().__init__()
         self.out_channels = out_channels
         self.stride = stride
+        self.in_channels = in_channels
+        self.index: list[int] | None = None
+
+    def channel_index(self) -> list[int]:
+        """Per output channel, the input channel it copies (-1: a zero channel)."""
+        if self.index is not None:
+            return list(self.index)
+        if self.in_channels is None:
+            raise ValueError("PadShortcut needs in_channels to map its channels")
+        pad = max(0, self.out_channels - self.in_channels)
+        before = pad // 2
+        return [
+            j - before if 0 <= j - before < self.in_channels else -1
+            for j in range(self.out_channels)
+        ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride != 1:
             x = x[:, :, :: self.stride, :: self.stride]
+        if self.index is not None:
+            src = torch.tensor(self.index, dtype=torch.long, device=x.device)
+            out = x.new_zeros((x.shape[0], len(self.index), *x.shape[2:]))
+            valid = src >= 0
+            out[:, valid] = x[:, src[valid]]
+            return out
         pad = self.out_channels - x.shape[1]
         if pad > 0:
             before = pad // 2
@@ -59,7 +84,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.shortcut: nn.Module
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = PadShortcut(out_channels, stride)
+            self.shortcut = PadShortcut(out_channels, stride, in_channels)
         else:
             self.shortcut = nn.Identity()
         self.relu2 = nn.ReLU()

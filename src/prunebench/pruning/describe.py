@@ -37,6 +37,7 @@ def describe(
     target_speedup: float | None = None,
     target_param_sparsity: float | None = None,
     seed: int = 0,
+    coupled: bool = False,
 ) -> dict[str, Any]:
     """Parameters, MACs, sparsity, speedup and per-layer widths of a pruned ``model``.
 
@@ -44,7 +45,8 @@ def describe(
     ``macs_pruned``, ``param_sparsity`` and ``flops_sparsity`` (percent), ``speedup``,
     ``layers`` ({name: [kept, total]}), ``ratios`` (applied per layer), ``solved_ratio``
     (with a target), ``model``, ``dataset``, ``input_shape``, ``method``, ``scheme`` and
-    ``convention`` (how MACs are counted).
+    ``convention`` (how MACs are counted). ``coupled``: prune residual-tied layers as
+    coupled groups (``prune.coupled``); every layer of a group is listed.
     """
     from prunebench.data import dataset_shape
     from prunebench.models import build_model
@@ -70,6 +72,7 @@ def describe(
         normalize=normalize,
         target_speedup=target_speedup,
         target_param_sparsity=target_param_sparsity,
+        coupled=coupled,
     )
     pruned = copy.deepcopy(dense)
     outcome = prune_model(

@@ -250,7 +250,8 @@ def not_prunable_reason(model: nn.Module, name: str) -> str:
         return "it is the output layer (its channels are the logits)"
     return (
         "its output channels are coupled to a residual addition (or to other layers' "
-        "outputs), so removing them would change the block width"
+        "outputs), so removing them would change the block width; set prune.coupled: true "
+        "to prune the whole coupled group"
     )
 
 

@@ -193,7 +193,9 @@ def _check_filter_layers(ctx: Context, model: nn.Module) -> None:
     CRITERIA.get(cfg.method)
     if not isinstance(cfg.layers, list):
         spec = parse_layer_ratios(cfg.layers, cfg.skip)
-        resolve_layer_ratios(spec, model, prunable_layers(model, ctx.example))
+        resolve_layer_ratios(
+            spec, model, prunable_layers(model, ctx.example, coupled=cfg.coupled)
+        )
 
 
 def _structured_spec(ctx: Context) -> Any:
@@ -205,6 +207,7 @@ def _structured_spec(ctx: Context) -> Any:
         method=cfg.method, layers=cfg.layers, skip=list(cfg.skip), scheme=cfg.scheme,
         max_layer_ratio=cfg.max_layer_ratio, normalize=cfg.normalize,
         target_speedup=cfg.target_speedup, target_param_sparsity=cfg.target_param_sparsity,
+        coupled=cfg.coupled,
     )
 
 
@@ -215,6 +218,7 @@ class OneShotFilters(PruneSchedule):
     name, granularity = "oneshot", "filter"
     uses = _FILTER_CHOICE | {
         "scheme", "max_layer_ratio", "normalize", "target_speedup", "target_param_sparsity",
+        "coupled",
     }
 
     def check_cfg(self, cfg: PruneCfg) -> None:

@@ -66,6 +66,7 @@ class StructuredSpec:
     normalize: bool = False
     target_speedup: float | None = None
     target_param_sparsity: float | None = None
+    coupled: bool = False  # prune residual-tied layers as groups (layerwise/global, no target)
 
 
 # ---------------------------------------------------------------- global ranking
@@ -367,12 +368,19 @@ def prune_model(
     ``speedup`` and ``param_sparsity`` of the pruned model.
     """
     target = _check_spec(spec)
+    if spec.coupled and target is not None:
+        raise PruningError(
+            "coupled-group pruning takes layer ratios, not a speedup / sparsity target"
+        )
     layer_spec = parse_layer_ratios(spec.layers, spec.skip, model=model)
-    ratios = resolve_layer_ratios(layer_spec, model, prunable_layers(model, example_inputs))
+    ratios = resolve_layer_ratios(
+        layer_spec, model, prunable_layers(model, example_inputs, coupled=spec.coupled)
+    )
     shape = tuple(input_shape) if input_shape is not None else tuple(example_inputs.shape[1:])
     names = list(ratios)
     if target is None and spec.scheme == "layerwise":
-        return prune_structured(model, ratios, spec.method, example_inputs, batches, seed)
+        return prune_structured(model, ratios, spec.method, example_inputs, batches, seed,
+                                coupled=spec.coupled)
     if target is not None and not names:
         raise PruningError(
             f"a pruning target needs layers to prune; layers={spec.layers!r} selects none"
@@ -385,7 +393,8 @@ def prune_model(
         sizes = {name: len(s) for name, s in scores.items()}
         if target is None:  # global scheme, ratios from the layer spec
             return global_allocation(
-                scores, global_budget(ratios, sizes), spec.max_layer_ratio, spec.normalize
+                scores, global_budget({n: ratios[n] for n in sizes}, sizes),
+                spec.max_layer_ratio, spec.normalize,
             )
         counter = ShapeCounter(model, graph, names, shape)
         counter_box.append(counter)
@@ -408,7 +417,8 @@ def prune_model(
         return counts
 
     outcome = prune_structured(
-        model, ratios, spec.method, example_inputs, batches, seed, allocate=allocate
+        model, ratios, spec.method, example_inputs, batches, seed, allocate=allocate,
+        coupled=spec.coupled,
     )
     if target is not None:
         from prunebench.models import count_macs, count_params

@@ -5,6 +5,13 @@ One-shot: every layer is scored on the dense model first, the lowest-scoring
 dependency graph, so BatchNorm parameters/statistics and the next layer's input channels
 follow. Module names do not change, so the recorded ``kept`` indices (original, dense
 indexing) can rebuild a pruned checkpoint on a fresh dense model (:func:`apply_structure`).
+
+Coupled groups (``coupled=True``, recipe ``prune.coupled: true``): a layer whose output
+channels are tied to other layers' by a residual addition (a ResNet block's last conv, the
+stem, a projection shortcut) is pruned together with its whole group: every Conv/Linear
+layer feeding the addition loses the same channel indices (with their BatchNorms and every
+consumer's input channels), chosen by the sum of the criterion's scores over the group's
+layers. ``kept`` then lists every layer of the group with the same indices.
 """
 
 from __future__ import annotations
@@ -55,10 +62,46 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+class _PadShortcutPruner(tp.pruner.function.BasePruningFunc):
+    """Torch-Pruning handler of the option-A shortcut (:class:`PadShortcut`): its input and
+    output channels are pruned independently through its channel index map, so a CIFAR
+    ResNet's stages form separate coupled groups (without it the zero padding would be
+    traced as an element-wise op, wrongly tying every stage's channels together)."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Any) -> nn.Module:
+        drop = set(int(i) for i in idxs)
+        layer.index = [c for j, c in enumerate(layer.channel_index()) if j not in drop]
+        layer.out_channels = len(layer.index)
+        return layer
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Any) -> nn.Module:
+        drop = set(int(i) for i in idxs)
+        kept = [i for i in range(layer.in_channels) if i not in drop]
+        remap = {old: new for new, old in enumerate(kept)}
+        # a removed input channel is zero in the masked dense model: copy a zero instead
+        layer.index = [remap.get(c, -1) for c in layer.channel_index()]
+        layer.in_channels = len(kept)
+        return layer
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return layer.out_channels
+
+    def get_in_channels(self, layer: nn.Module) -> int:
+        return layer.in_channels
+
+
+def _customized_pruners(model: nn.Module) -> dict[Any, Any]:
+    from prunebench.models.resnet_cifar import PadShortcut
+
+    pads = [m for m in model.modules() if isinstance(m, PadShortcut) and m.in_channels]
+    return {PadShortcut: _PadShortcutPruner()} if pads else {}
+
+
 def _build_graph(model: nn.Module, example_inputs: torch.Tensor) -> tp.DependencyGraph:
     with torch.enable_grad():
         return tp.DependencyGraph().build_dependency(
-            model, example_inputs=example_inputs, verbose=False
+            model, example_inputs=example_inputs, verbose=False,
+            customized_pruners=_customized_pruners(model) or None,
         )
 
 
@@ -88,7 +131,9 @@ def _coupled_layers(graph: tp.DependencyGraph, module: nn.Module) -> list[nn.Mod
     return coupled
 
 
-def _prunable_from_graph(model: nn.Module, graph: tp.DependencyGraph) -> list[str]:
+def _prunable_from_graph(
+    model: nn.Module, graph: tp.DependencyGraph, coupled: bool = False
+) -> list[str]:
     output = output_layer_name(model)
     names: list[str] = []
     for name, module in model.named_modules():
@@ -98,21 +143,47 @@ def _prunable_from_graph(model: nn.Module, graph: tp.DependencyGraph) -> list[st
             continue
         if getattr(module, "groups", 1) != 1:  # grouped / depthwise: couples to its input
             continue
-        if not _coupled_layers(graph, module):
+        others = _coupled_layers(graph, module)
+        if not others or (coupled and _group_ok(model, others)):
             names.append(name)
     return names
 
 
-def prunable_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[str]:
+def _group_ok(model: nn.Module, others: list[nn.Module]) -> bool:
+    """A coupled group can be pruned: no member is the output layer or a grouped conv."""
+    output = output_layer_name(model)
+    out_module = model.get_submodule(output) if output else None
+    return all(m is not out_module and getattr(m, "groups", 1) == 1 for m in others)
+
+
+def prunable_layers(
+    model: nn.Module, example_inputs: torch.Tensor, *, coupled: bool = False
+) -> list[str]:
     """Conv2d/Linear layers whose output channels can be removed on their own.
 
     Excluded: the output layer (``model.output_layer``, else the last Linear) and every
     layer whose pruning group also removes another Conv/Linear layer's output channels
-    (residual additions: a ResNet block's last conv, the stem conv, the shortcut).
+    (residual additions: a ResNet block's last conv, the stem conv, the shortcut), unless
+    ``coupled``: then those are prunable as a group (see the module docstring).
     """
     with _eval_mode(model):
         graph = _build_graph(model, example_inputs)
-        return _prunable_from_graph(model, graph)
+        return _prunable_from_graph(model, graph, coupled)
+
+
+def coupled_groups(
+    model: nn.Module, graph: tp.DependencyGraph, names: list[str]
+) -> dict[str, list[str]]:
+    """Each of ``names`` -> the names of every Conv/Linear layer whose output channels are
+    tied to it (itself included, in module order; just itself for an uncoupled layer)."""
+    order = {m: n for n, m in model.named_modules() if n}
+    position = {n: i for i, n in enumerate(order.values())}
+    out: dict[str, list[str]] = {}
+    for name in names:
+        module = model.get_submodule(name)
+        members = {name, *(order[m] for m in _coupled_layers(graph, module) if m in order)}
+        out[name] = sorted(members, key=position.__getitem__)
+    return out
 
 
 def _get_layer(model: nn.Module, name: str) -> nn.Module:
@@ -127,8 +198,10 @@ def _get_layer(model: nn.Module, name: str) -> nn.Module:
     return module
 
 
-def _check_prunable(model: nn.Module, graph: tp.DependencyGraph, names: list[str]) -> None:
-    prunable = set(_prunable_from_graph(model, graph))
+def _check_prunable(
+    model: nn.Module, graph: tp.DependencyGraph, names: list[str], coupled: bool = False
+) -> None:
+    prunable = set(_prunable_from_graph(model, graph, coupled))
     for name in names:
         _get_layer(model, name)
         if name not in prunable:
@@ -140,10 +213,24 @@ def _check_prunable(model: nn.Module, graph: tp.DependencyGraph, names: list[str
 def _remove(model: nn.Module, graph: tp.DependencyGraph, removed: dict[str, list[int]]) -> None:
     """Physically remove ``removed[name]`` output channels (original indexing) per layer.
 
-    Valid because prunable layers are never coupled: removing one layer's outputs only
-    touches its own BN and the next layers' inputs, never another pruned layer's outputs.
+    Uncoupled layers are independent: removing one layer's outputs only touches its own BN
+    and the next layers' inputs, never another pruned layer's outputs. A coupled group is
+    removed once, through its first listed member, and every member must be listed with
+    the same indices (PruningError otherwise).
     """
+    groups = coupled_groups(model, graph, list(removed))
+    done: set[str] = set()
     for name, idxs in removed.items():
+        if name in done:
+            continue
+        members = groups[name]
+        for other in members:
+            if other != name and sorted(removed.get(other, [-1])) != sorted(idxs):
+                raise PruningError(
+                    f"layers {name!r} and {other!r} are coupled by a residual addition and "
+                    f"must lose the same channels; coupled group: {', '.join(members)}"
+                )
+        done.update(members)
         if not idxs:
             continue
         module = model.get_submodule(name)
@@ -236,6 +323,7 @@ def prune_structured(
     seed: int = 0,
     *,
     allocate: Allocator | None = None,
+    coupled: bool = False,
 ) -> PruneOutcome:
     """One-shot structured pruning of ``model`` IN PLACE; returns what was kept.
 
@@ -249,6 +337,10 @@ def prune_structured(
     ``allocate(scores, graph) -> {layer: n_pruned}`` replaces the per-layer
     ``num_to_prune(n, ratio)`` counts (the global ranking scheme uses it); the lowest
     ``n_pruned`` scores of each layer are removed either way.
+
+    ``coupled``: layers tied by residual additions are pruned as groups (module docstring):
+    a group's score is the sum of its layers' scores, its count comes from the ratio of its
+    listed layers (which must agree), and ``kept`` lists every layer of the group.
     """
     for ratio in ratios.values():
         num_to_prune(1, ratio)  # validates the ratio before any work
@@ -257,8 +349,17 @@ def prune_structured(
     with _eval_mode(model):
         graph = _build_graph(model, example_inputs)
         names = list(ratios)
-        _check_prunable(model, graph, names)
-        scores = _score_layers(model, graph, names, criterion, example_inputs, batches, seed)
+        _check_prunable(model, graph, names, coupled)
+        if coupled:
+            members, names = _group_members(model, graph, ratios)
+            every = [m for rep in names for m in members[rep]]
+            layer_scores = _score_layers(
+                model, graph, every, criterion, example_inputs, batches, seed
+            )
+            scores = {rep: sum(layer_scores[m] for m in members[rep]) for rep in names}
+        else:
+            members = {name: [name] for name in names}
+            scores = _score_layers(model, graph, names, criterion, example_inputs, batches, seed)
         if allocate is None:
             counts = {name: num_to_prune(len(s), ratios[name]) for name, s in scores.items()}
         else:
@@ -269,16 +370,43 @@ def prune_structured(
             k = counts.get(name, 0)
             if not 0 <= k < n:
                 raise PruningError(f"cannot remove {k} of {n} channels from layer {name!r}")
-            removed[name] = _choose(scores[name], k)
-            outcome.n_total[name] = n
-            outcome.n_pruned[name] = k
-            outcome.ratios[name] = k / n
-            outcome.kept[name] = sorted(set(range(n)) - set(removed[name]))
+            chosen = _choose(scores[name], k)
+            for member in members[name]:
+                removed[member] = chosen
+                outcome.n_total[member] = n
+                outcome.n_pruned[member] = k
+                outcome.ratios[member] = k / n
+                outcome.kept[member] = sorted(set(range(n)) - set(chosen))
         _remove(model, graph, removed)
         for name, kept in outcome.kept.items():
             if _out_channels(model.get_submodule(name)) != len(kept):
                 raise PruningError(f"layer {name!r} has the wrong width after pruning")
     return outcome
+
+
+def _group_members(
+    model: nn.Module, graph: tp.DependencyGraph, ratios: dict[str, float]
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Coupled groups of the listed layers: ``({representative: members}, representatives)``;
+    the representative is the group's first listed layer. The listed layers of a group must
+    have one ratio (PruningError naming them otherwise)."""
+    groups = coupled_groups(model, graph, list(ratios))
+    members: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
+    for name in ratios:
+        if name in owner:
+            rep = owner[name]
+            if ratios[name] != ratios[rep]:
+                raise PruningError(
+                    f"layers {rep!r} (ratio {ratios[rep]:g}) and {name!r} (ratio "
+                    f"{ratios[name]:g}) are coupled by a residual addition: give every layer "
+                    f"of the group one ratio; coupled group: {', '.join(groups[name])}"
+                )
+            continue
+        members[name] = groups[name]
+        for member in groups[name]:
+            owner[member] = name
+    return members, list(members)
 
 
 def apply_structure(
@@ -291,7 +419,7 @@ def apply_structure(
     """
     with _eval_mode(model):
         graph = _build_graph(model, example_inputs)
-        _check_prunable(model, graph, list(kept))
+        _check_prunable(model, graph, list(kept), coupled=True)  # groups: checked by _remove
         removed: dict[str, list[int]] = {}
         for name, idxs in kept.items():
             n = _out_channels(model.get_submodule(name))
@@ -306,15 +434,21 @@ def apply_structure(
     return model
 
 
-def masked_reference(dense: nn.Module, kept: dict[str, list[int]]) -> nn.Module:
+def masked_reference(
+    dense: nn.Module, kept: dict[str, list[int]], example_inputs: torch.Tensor | None = None
+) -> nn.Module:
     """A deep copy of ``dense`` whose removed channels are zeroed, for equivalence checks.
 
     Each listed layer's output is masked by a forward hook, and so is the output of every
     leaf module that consumes a masked tensor directly and keeps its channel count
     (BatchNorm, activation and pooling modules), so the zeros sit after the BN, where the
-    physically pruned model has no channel at all.
+    physically pruned model has no channel at all. With ``example_inputs`` (needed for
+    coupled groups through an option-A :class:`PadShortcut`), the parameter-free modules
+    whose output channels a group removes (the shortcut feeding the addition) are masked too.
     """
     ref = copy.deepcopy(dense)
+    if example_inputs is not None:
+        _mask_group_shortcuts(ref, kept, example_inputs)
     masked: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(tensor) -> (tensor, mask)
 
     def apply(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -352,6 +486,29 @@ def masked_reference(dense: nn.Module, kept: dict[str, list[int]]) -> nn.Module:
         if not isinstance(module, _LAYER_TYPES) and not any(True for _ in module.children()):
             module.register_forward_hook(follower_hook)
     return ref
+
+
+def _mask_group_shortcuts(
+    ref: nn.Module, kept: dict[str, list[int]], example_inputs: torch.Tensor
+) -> None:
+    with _eval_mode(ref):
+        graph = _build_graph(ref, example_inputs)
+        pruners = _customized_pruners(ref)
+        for name, idxs in kept.items():
+            layer = _get_layer(ref, name)
+            n = _out_channels(layer)
+            removed = sorted(set(range(n)) - set(idxs))
+            if not removed or not pruners:
+                continue
+            group = graph.get_pruning_group(layer, _out_pruning_fn(layer), idxs=removed)
+            for item in group:
+                target = item.dep.target.module
+                if type(target) in pruners and graph.is_out_channel_pruning_fn(item.dep.handler):
+                    mask = torch.ones(target.out_channels)
+                    mask[list(item.idxs)] = 0.0
+                    target.register_forward_hook(
+                        lambda m, i, out, mask=mask: out * mask.to(out).view(1, -1, 1, 1)
+                    )
 
 
 def prune_summary(

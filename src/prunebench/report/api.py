@@ -8,7 +8,14 @@ from pathlib import Path
 from rich.console import Console, Group
 from rich.table import Table
 
-from prunebench.report.data import ReportError, StudyData, find_manifests, load_study_data
+from prunebench.report.data import (
+    ReportError,
+    StudyData,
+    find_manifests,
+    has_manifests,
+    load_runs_data,
+    load_study_data,
+)
 from prunebench.report.html import CardFn, build_html, default_card
 from prunebench.report.paper import against_tables, describe_missing
 from prunebench.report.tables import (
@@ -40,10 +47,20 @@ def check_against(against: str | None) -> str | None:
 
 
 def load_studies(manifest_or_dir: str | Path, study: str | None = None,
-                 store: str | Path | None = None) -> list[StudyData]:
+                 store: str | Path | None = None, *, where: list[str] | None = None,
+                 runs: bool = False) -> list[StudyData]:
     """Every study of a run store (``<dir>/studies/*.json``), or one manifest, loaded.
 
-    ``store`` is where the runs are (default: the folder above ``studies/``)."""
+    ``store`` is where the runs are (default: the folder above ``studies/``). A store
+    without study manifests, ``runs=True`` or ``where`` filters report the store's runs
+    themselves (:func:`prunebench.report.data.load_runs_data`): one table of every
+    finished run grouped by configuration and rate."""
+    p = Path(manifest_or_dir)
+    if runs or where or (p.is_dir() and not has_manifests(p)):
+        if study is not None:
+            raise ReportError(f"no study {study!r}: {str(p)!r} is reported as plain runs "
+                              "(it has no study manifests, or --runs / --where was given)")
+        return [load_runs_data(store or p, where)]
     return [load_study_data(p, store) for p in find_manifests(manifest_or_dir, study)]
 
 
@@ -76,6 +93,8 @@ def render(studies: list[StudyData], fmt: str, against: str | None = None) -> st
     tables = tables_for(studies, against)
     notes = _notes(studies, against)
     if fmt == "md":
+        from prunebench.report.findings import evaluate
+
         head = []
         for s in studies:
             flag = (" (⚠ a declared or claimed setup is not met: see the setups table)"
@@ -83,6 +102,10 @@ def render(studies: list[StudyData], fmt: str, against: str | None = None) -> st
             head.append(f"## {s.title} [{s.key}]\n\nData: **{s.data_label}** · setup "
                         f"(computed from the runs) **{s.setup_summary()}**{flag} · "
                         f"reproduce: `{s.command}`\n")
+            found = evaluate(s)
+            if found:
+                head.append("What this study found:\n\n" + "\n".join(
+                    f"- {f.claim}: **{f.summary}**" for f in found) + "\n")
         return "\n".join(head + [to_markdown(t) for t in tables] + notes)
     if fmt == "latex":
         return ("% needs \\usepackage{booktabs}\n" + "\n".join(to_latex(t) for t in tables)
@@ -99,14 +122,15 @@ def render(studies: list[StudyData], fmt: str, against: str | None = None) -> st
 
 def write_report(manifest_or_dir: str | Path, fmt: str, path: str | Path, *,
                  study: str | None = None, against: str | None = None,
-                 card: CardFn = default_card, store: str | Path | None = None) -> Path:
+                 card: CardFn = default_card, store: str | Path | None = None,
+                 where: list[str] | None = None, runs: bool = False) -> Path:
     """Write the report of one manifest or of every study in a run store to ``path``.
 
     ``html`` also writes the figures (PNG + SVG) to ``<path's folder>/figures/<study>/``.
     """
     fmt = check_format(fmt)
     against = check_against(against)
-    studies = load_studies(manifest_or_dir, study, store)
+    studies = load_studies(manifest_or_dir, study, store, where=where, runs=runs)
     path = Path(path)
     if fmt == "html":
         ag = ({s.key: against_tables([s]) for s in studies} if against == "paper" else None)

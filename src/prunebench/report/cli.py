@@ -22,7 +22,8 @@ def _fail(exc: PrunebenchError) -> NoReturn:
 
 def report(
     source: Annotated[Path, typer.Argument(
-        help="a run store holding studies/*.json, or one study manifest (.json)")],
+        help="a run store (its studies, or its runs when it has none), or one study "
+             "manifest (.json)")],
     format_: Annotated[str, typer.Option(
         "--format", "-f", help="terminal | md | latex | csv | html")] = "terminal",
     output: Annotated[Path | None, typer.Option(
@@ -32,8 +33,15 @@ def report(
         help="report only this study (name, or name-preset)")] = None,
     against: Annotated[str | None, typer.Option(
         help="'paper': the paper's own numbers beside ours, with the differences")] = None,
+    where: Annotated[list[str] | None, typer.Option(
+        "--where", help="report these runs: KEY=VALUE on recipe fields, e.g. "
+                        "prune.method=l1 (repeatable; implies --runs)")] = None,
+    runs: Annotated[bool, typer.Option(
+        "--runs", help="report the store's runs (grouped by configuration and rate) "
+                       "instead of its studies")] = False,
 ) -> None:
-    """Tables (paper layout), figures and an HTML page for the studies in a run store."""
+    """Tables, findings, figures and an HTML page for the studies in a run store (or,
+    for a store without studies, --runs or --where: for its runs)."""
     from prunebench.report.api import (
         check_against,
         check_format,
@@ -51,14 +59,15 @@ def report(
                        and source.parent.name == "studies" else
                        source.parent if source.is_file() else source) / "report.html"
             path = write_report(source, "html", output or default, study=study,
-                                against=against)
+                                against=against, where=where, runs=runs)
             _console.print(f"report: {path}", highlight=False, markup=False)
             return
         if output is not None:
-            path = write_report(source, fmt, output, study=study, against=against)
+            path = write_report(source, fmt, output, study=study, against=against,
+                                where=where, runs=runs)
             _console.print(f"report: {path}", highlight=False, markup=False)
             return
-        studies = load_studies(source, study)
+        studies = load_studies(source, study, where=where, runs=runs)
         if fmt == "terminal":
             _console.print(rich_renderable(studies, against))
         else:

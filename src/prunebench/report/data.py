@@ -607,3 +607,112 @@ def load_study_data(manifest: str | Path, store: str | Path | None = None) -> St
         if c.run is not None and c.seed in refs:
             c.run.reference_dense = refs[c.seed]
     return StudyData(path, m, cells, root)
+
+
+def has_manifests(path: str | Path) -> bool:
+    """Whether a run store (or folder) holds study manifests."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    folder = p / "studies" if (p / "studies").is_dir() else p
+    return any(folder.glob("*.json"))
+
+
+def load_runs_data(store: str | Path, where: list[str] | None = None) -> StudyData:
+    """Any set of runs as one table: every finished run of a store (``where``: the
+    ``--where KEY=VALUE`` filters of ``compare``), rows = configurations (a study's variant
+    name when the run is in a study manifest, else a short method summary with its LR),
+    columns = rates, cells = seeds. Setups are computed per column like a study's.
+    Calibration tuning runs are left out (the calibrated picks stay)."""
+    from prunebench.compare.comparison import matches, parse_where
+    from prunebench.report.runinfo import (
+        layers_text,
+        lr_text,
+        method_summary,
+        study_index,
+        variant_of,
+    )
+
+    root = Path(store)
+    if not root.is_dir():
+        raise ReportError(f"report source {str(root)!r} does not exist: give a run store "
+                          "directory or a study manifest (.json)")
+    filters = parse_where(where)
+    try:
+        picks, members = calibrated_picks(root)
+    except (PrunebenchError, OSError, ValueError):
+        picks, members = {}, set()
+    index = study_index(root)
+    runs: list[RunData] = []
+    for r in RunStore(root).list_runs():
+        rec = r.get("record")
+        if rec is None or not rec.finished or not matches(r["recipe"] or {}, filters):
+            continue
+        if r["id"] in members and r["id"] not in picks:
+            continue
+        runs.append(RunData(r["id"], r["recipe"] or {}, rec, [],
+                            calibration=picks.get(r["id"])))
+    if not runs:
+        what = " matching the filters" if filters else ""
+        raise ReportError(f"no finished runs{what} in {str(root)!r}: nothing to report "
+                          "(run `prunebench run RECIPE --out DIR` first)")
+    models = {(str((r.recipe.get("model") or {}).get("name")),
+               str((r.recipe.get("data") or {}).get("name"))) for r in runs}
+
+    def row_label(r: RunData) -> str:
+        variant = variant_of(index.get(r.id))
+        if variant is not None:
+            base = variant
+        elif not r.recipe.get("prune"):
+            base = "dense"
+        else:
+            base = f"{method_summary(r.recipe)}, LR {lr_text(r.recipe, r.record)}"
+        if len(models) > 1:
+            m = r.recipe.get("model") or {}
+            base = f"{m.get('name')}/{(r.recipe.get('data') or {}).get('name')}: {base}"
+        return base
+
+    def col_label(r: RunData) -> str:
+        prune = r.recipe.get("prune")
+        if not prune:
+            return "dense"
+        if prune.get("target_speedup"):
+            return f"target {prune['target_speedup']:g}x"
+        if prune.get("target_param_sparsity"):
+            return f"target {prune['target_param_sparsity']:g}%"
+        return "PR " + layers_text(prune.get("layers"))
+
+    labels = {r.id: (row_label(r), col_label(r)) for r in runs}
+    configs: dict[tuple[str, str], set[str]] = {}
+    for r in runs:
+        fp = r.fingerprint
+        configs.setdefault(labels[r.id], set()).add(fp.config if fp is not None else r.id)
+    clash = {row for (row, _), keys in configs.items() if len(keys) > 1}
+    cells = []
+    for r in runs:
+        row, col = labels[r.id]
+        if row in clash:
+            fp = r.fingerprint
+            row = f"{row} [{(fp.config if fp is not None else r.id)[:6]}]"
+        cells.append(CellData(row, col, (r.recipe.get("prune") or {}).get("layers"),
+                              int(r.recipe.get("seed", 0) or 0), r.id, r))
+    rows = list(dict.fromkeys(c.row for c in cells))
+    cols = sorted(dict.fromkeys(c.column for c in cells),
+                  key=lambda c: (c != "dense", c))
+    manifest = {
+        "study": "runs", "preset": "",
+        "title": f"Runs in {root}",
+        "description": ("Every finished run of the store (filters: "
+                        + (", ".join(where or []) or "none") + "), one row per "
+                        "configuration (the study variant name when a study holds it, else "
+                        "method and retraining LR), one column per rate; the setups are "
+                        "computed from the runs of each column."),
+        "rows": rows, "columns": {"key": "prune.layers", "labels": cols, "values": cols},
+        "seeds": len({c.seed for c in cells}), "figures": [],
+        "command": "prunebench report " + str(root) + "".join(
+            f" --where {w}" for w in where or []),
+        "complete": True,
+        "cells": [{"row": c.row, "column": c.column, "seed": c.seed, "run": c.run_id}
+                  for c in cells],
+    }
+    return StudyData(root / "runs.json", manifest, cells, root)

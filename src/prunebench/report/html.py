@@ -61,10 +61,17 @@ def table_html(t: ReportTable) -> str:
         for c in row.cells:
             key = "" if c.mean is None else repr(c.mean)
             key = key or _sort_key(c.text)
-            bad = ' class="bad"' if "not met" in c.text else ""
-            cells.append(f'<td data-sort="{_e(key)}"{bad}>{_e(c.text)}</td>')
+            cls = " ".join(k for k, on in (("bad", "not met" in c.text or
+                                                   c.text.startswith("not held")),
+                                           ("best", c.best)) if on)
+            attr = f' class="{cls}"' if cls else ""
+            text = f"<b>{_e(c.text)}</b>" if c.best else _e(c.text)
+            cells.append(f'<td data-sort="{_e(key)}"{attr}>{text}</td>')
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return (f'<div class="tbl"><p class="cap"><b>{_e(t.title)}</b><br>{_e(t.caption)}</p>'
+    warn = (f'<p class="warn"><span class="badge bad">⚠ {_e(t.warning)}</span></p>'
+            if t.warning else "")
+    return (f'<div class="tbl" id="{_e(t.study)}-{_e(t.preset)}-{_e(t.name)}">{warn}'
+            f'<p class="cap"><b>{_e(t.title)}</b><br>{_e(t.caption)}</p>'
             f'<table class="sortable"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
@@ -101,6 +108,8 @@ figure img{max-width:100%;height:auto;display:block}figcaption{color:#5a6572;fon
 .desc{max-width:900px}
 .badge.bad{background:#fde2e1;border-color:#d9534f;color:#8a1c17}
 td.bad{color:#8a1c17;background:#fdf0ef;font-weight:600}
+td.best{background:#e7f5e9}.findings li{margin:3px 0}.held{color:#1e6b2e;font-weight:600}
+.notheld{color:#8a1c17;font-weight:600}
 """
 
 _JS = """
@@ -132,19 +141,38 @@ _JS = """
 """
 
 
+def _findings_html(study: StudyData) -> str:
+    from prunebench.report.findings import evaluate
+
+    results = evaluate(study)
+    if not results:
+        return ""
+    items = []
+    for f in results:
+        cls = {"held": "held", "not held": "notheld"}.get(f.status, "")
+        items.append(f"<li>{_e(f.claim)}: <span class='{cls}'>{_e(f.summary)}</span></li>")
+    return ("<h3>What this study found</h3><ul class='findings'>" + "".join(items)
+            + "</ul>")
+
+
 def study_section(study: StudyData, figures: list[FigureFile],
                   extra_tables: Sequence[ReportTable] = (), card: CardFn = default_card) -> str:
+    """The headline (accuracy) table and the findings first, then the card and the rest."""
     bad = " bad" if study.setup_flagged else ""
+    tables = study_tables(study)
+    head, rest = tables[:1], tables[1:]
     parts = [f'<section class="study" id="{_e(study.key)}">',
              f"<h2>{_e(study.title)} <span class='meta'>[{_e(study.key)}]</span></h2>",
              f"<p>Data: <span class='badge'>{_e(study.data_label)}</span> · comparison "
              f"setup (computed from the runs) <span class='badge{bad}'>"
-             f"{_e(study.setup_summary())}</span></p>",
-             _card_html(study, card)]
+             f"{_e(study.setup_summary())}</span></p>"]
     if study.description:
         parts.append(f'<p class="desc">{_e(study.description)}</p>')
+    parts += [table_html(t) for t in head]
+    parts.append(_findings_html(study))
+    parts.append(_card_html(study, card))
     parts.append("<h3>Tables</h3><p class='meta'>Click a column header to sort.</p>")
-    parts += [table_html(t) for t in study_tables(study)]
+    parts += [table_html(t) for t in rest]
     for t in extra_tables:
         parts.append(table_html(t))
     if figures:

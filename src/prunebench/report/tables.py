@@ -32,6 +32,7 @@ class Cell:
     mean: float | None = None
     std: float | None = None
     n: int = 0
+    best: bool = False  # the best cell of its column (marked in every format)
 
 
 @dataclass
@@ -51,6 +52,8 @@ class ReportTable:
     study: str = ""
     preset: str = ""
     first: str = "variant"
+    #: a warning shown above the table in every format (e.g. single seed)
+    warning: str | None = None
 
 
 # -- building -------------------------------------------------------------------------------
@@ -68,6 +71,10 @@ def stat_cell(values: list[float], expected: int | None = None, digits: int = 2)
 
 def _values(runs: list[RunData], get: Callable[[RunData], float | None]) -> list[float]:
     return [v for v in (get(r) for r in runs) if v is not None]
+
+
+def _head(study: StudyData) -> str:
+    return f"{study.title} [{study.preset}]" if study.preset else study.title
 
 
 def _expected_seeds(study: StudyData) -> int:
@@ -117,20 +124,77 @@ def _sparsity_row(study: StudyData) -> Row:
     return Row("param sparsity / speedup", cells, info=True)
 
 
+def single_seed_warning(study: StudyData) -> str | None:
+    """The warning a single-seed study (or one with single-seed cells) shows."""
+    runs = [len(study.runs(r, c)) for r in study.rows for c in study.columns]
+    if not runs or max(runs) == 0 or min(n for n in runs if n) > 1:
+        return None
+    return ("single seed: these numbers are one run each; differences are not tested for "
+            "significance (run the study with --seeds 3 or more)")
+
+
+def mark_best(t: ReportTable) -> None:
+    """Mark the highest mean of every column among the non-info rows (ties: all)."""
+    rows = [r for r in t.rows if not r.info]
+    for j in range(len(t.columns)):
+        means = [r.cells[j].mean for r in rows if j < len(r.cells)
+                 and r.cells[j].mean is not None]
+        if len(means) < 2:
+            continue
+        top = max(means)
+        for r in rows:
+            if r.cells[j].mean is not None and r.cells[j].mean == top:
+                r.cells[j].best = True
+
+
 def accuracy_table(study: StudyData) -> ReportTable:
-    """The paper's Table 6/7 layout for a study."""
+    """The paper's Table 6/7 layout for a study; the best cell of each column is marked."""
     n = _expected_seeds(study)
     t = ReportTable(
         "accuracy",
-        f"{study.title} [{study.preset}]: top-1 test accuracy (%)",
+        f"{_head(study)}: top-1 test accuracy (%)",
         caption(study, "cells: mean ± std (ddof=1) over seeds of the final-epoch test "
-                       "accuracy, never the best epoch"),
+                       "accuracy, never the best epoch; marked: best of its column"),
         list(study.columns), study=study.name, preset=study.preset,
+        warning=single_seed_warning(study),
     )
     for row in study.rows:
         t.rows.append(Row(row, [stat_cell(_values(study.runs(row, col), lambda r: r.test_acc), n)
                                 for col in study.columns]))
+    mark_best(t)
     t.rows.append(_sparsity_row(study))
+    return t
+
+
+def findings_table(study: StudyData) -> ReportTable | None:
+    """Per finding of the paper the study declares: each comparison (row ``better`` vs
+    row ``worse`` in a column), its difference, seeds, Welch test and verdict; ``None``
+    when the study declares none."""
+    from prunebench.report.findings import evaluate
+
+    results = evaluate(study)
+    if not results:
+        return None
+    t = ReportTable(
+        "findings",
+        f"{_head(study)}: did the paper's findings hold here?",
+        "Each finding: row 'better' should beat row 'worse' (final-epoch test accuracy) in "
+        "each column; diff = mean(better) - mean(worse) in points; Welch's t-test where "
+        "both rows have >= 2 seeds (alpha 0.05), else 'single seed: not tested'.",
+        ["comparison", "column", "diff", "seeds", "test", "verdict"],
+        study=study.name, preset=study.preset, first="finding",
+    )
+    for f in results:
+        label = f"{f.claim}: {f.summary}"
+        if not f.comparisons:
+            t.rows.append(Row(label, [Cell("-"), Cell("-"), Cell("-"), Cell("-"), Cell("-"),
+                                      Cell(f.note or f.status)]))
+        for c in f.comparisons:
+            t.rows.append(Row(label, [
+                Cell(f"{c.better} vs {c.worse}"), Cell(c.column),
+                Cell("-" if c.diff is None else f"{c.diff:+.2f}", c.diff),
+                Cell(c.seeds, None, None, min(c.n_better, c.n_worse)),
+                Cell(c.test_text, c.p), Cell(c.verdict)]))
     return t
 
 
@@ -139,7 +203,7 @@ def dense_diff_table(study: StudyData) -> ReportTable:
     n = _expected_seeds(study)
     t = ReportTable(
         "dense_diff",
-        f"{study.title} [{study.preset}]: difference to the dense model (points)",
+        f"{_head(study)}: difference to the dense model (points)",
         caption(study, "cells: mean ± std over seeds of final-epoch accuracy minus the "
                        "dense model's (the study's full-length dense run of the same seed, "
                        "else the run's own base model)"),
@@ -162,7 +226,7 @@ def ta_table(study: StudyData) -> ReportTable | None:
     n = _expected_seeds(study)
     t = ReportTable(
         "ta",
-        f"{study.title} [{study.preset}]: trainability accuracy TA (%)",
+        f"{_head(study)}: trainability accuracy TA (%)",
         caption(study, "TA = mean test accuracy over the first N retraining epochs "
                        "(N = the first LR stage, paper Eq. 1); compare TA only between rows "
                        "with the same LR schedule"),
@@ -188,7 +252,7 @@ def setup_table(study: StudyData) -> ReportTable:
     declared = study.declared_setup
     t = ReportTable(
         "setups",
-        f"{study.title} [{study.preset}]: comparison setups computed from the runs",
+        f"{_head(study)}: comparison setups computed from the runs",
         f"Each cell: the setup the row's runs share with those of the first row ({ref}), "
         "computed from their fingerprints for each seed (runs of different seeds never share "
         "a base model) and intersected over the seeds; a setup in a row label's parentheses "
@@ -206,7 +270,11 @@ def setup_table(study: StudyData) -> ReportTable:
 
 
 def study_tables(study: StudyData) -> list[ReportTable]:
-    tables = [accuracy_table(study), dense_diff_table(study)]
+    tables = [accuracy_table(study)]
+    found = findings_table(study)
+    if found is not None:
+        tables.append(found)
+    tables.append(dense_diff_table(study))
     ta = ta_table(study)
     if ta is not None:
         tables.append(ta)
@@ -218,14 +286,18 @@ def study_tables(study: StudyData) -> list[ReportTable]:
 
 def to_rich(t: ReportTable) -> RichTable:
     """A rich Table; every cell is a Text, so run text is never read as markup."""
-    rt = RichTable(title=Text(t.title), caption=Text(t.caption), caption_justify="left")
+    title = Text(t.title)
+    if t.warning:
+        title.append(f"\n⚠ {t.warning}", style="bold yellow")
+    rt = RichTable(title=title, caption=Text(t.caption), caption_justify="left")
     rt.add_column(Text(t.first), justify="left")
     for c in t.columns:
         rt.add_column(Text(c), justify="right")
     for i, row in enumerate(t.rows):
         end = i + 1 < len(t.rows) and t.rows[i + 1].info and not row.info
         rt.add_row(Text(row.label, style="dim" if row.info else ""),
-                   *(Text(c.text) for c in row.cells), end_section=end)
+                   *(Text(c.text + " *", style="bold") if c.best else Text(c.text)
+                     for c in row.cells), end_section=end)
     return rt
 
 
@@ -235,11 +307,15 @@ def _md_escape(s: str) -> str:
 
 def to_markdown(t: ReportTable) -> str:
     lines = [f"**{_md_escape(t.title)}**", ""]
+    if t.warning:
+        lines += [f"> **⚠ {_md_escape(t.warning)}**", ""]
     lines.append("| " + " | ".join(_md_escape(c) for c in [t.first, *t.columns]) + " |")
     lines.append("|---|" + "---:|" * len(t.columns))
     for row in t.rows:
         label = f"*{_md_escape(row.label)}*" if row.info else _md_escape(row.label)
-        lines.append("| " + " | ".join([label, *(_md_escape(c.text) for c in row.cells)]) + " |")
+        lines.append("| " + " | ".join([label, *(f"**{_md_escape(c.text)}**" if c.best
+                                                  else _md_escape(c.text)
+                                                  for c in row.cells)]) + " |")
     lines += ["", f"*{_md_escape(t.caption)}*", ""]
     return "\n".join(lines)
 
@@ -263,7 +339,8 @@ def to_latex(t: ReportTable) -> str:
     lines = [
         r"\begin{table}[t]",
         r"\centering",
-        rf"\caption{{{latex_escape(t.title)}. {latex_escape(t.caption)}}}",
+        rf"\caption{{{latex_escape(t.title)}. {latex_escape(t.caption)}"
+        + (f" Warning: {latex_escape(t.warning)}." if t.warning else "") + "}",
         r"\begin{tabular}{l" + "r" * len(t.columns) + "}",
         r"\toprule",
         " & ".join(latex_escape(c) for c in [t.first, *t.columns]) + r" \\",
@@ -274,7 +351,8 @@ def to_latex(t: ReportTable) -> str:
             lines.append(r"\midrule")
         label = latex_escape(row.label)
         lines.append(" & ".join([rf"\textit{{{label}}}" if row.info else label,
-                                 *(_latex_cell(c.text) for c in row.cells)]) + r" \\")
+                                 *(rf"\textbf{{{_latex_cell(c.text)}}}" if c.best
+                                   else _latex_cell(c.text) for c in row.cells)]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)
 

@@ -65,8 +65,8 @@ def result_rows(items: list[tuple[dict[str, Any], Any]]) -> list[dict[str, Any]]
 
 def results_table(rows: list[dict[str, Any]], title: str = "Results") -> Table:
     t = Table(title=title, caption="accuracies: final-epoch top-1 test %, never the best epoch")
+    t.add_column("run", no_wrap=True, overflow="fold", min_width=12)
     for col in (
-        "run",
         "variant",
         "dense",
         "pruned (before retrain)",
@@ -76,10 +76,10 @@ def results_table(rows: list[dict[str, Any]], title: str = "Results") -> Table:
         "sparsity %",
         "speedup",
     ):
-        t.add_column(col, justify="left" if col in ("run", "variant") else "right")
+        t.add_column(col, justify="left" if col == "variant" else "right")
     for r in rows:
         t.add_row(
-            r["id"][:8],
+            r["id"],
             r["variant"],
             _pct(r["dense_acc"]),
             _pct(r["pruned_acc"]),
@@ -92,16 +92,59 @@ def results_table(rows: list[dict[str, Any]], title: str = "Results") -> Table:
     return t
 
 
-def runs_table(runs: list[dict[str, Any]]) -> Table:
-    t = Table(title="Runs", caption="test acc: final epoch; TA: trainability accuracy")
-    numeric = ("test acc", "TA", "speedup")
-    for col in ("id", "status", "model", "dataset", "method", "ratio", *numeric):
-        t.add_column(col, justify="right" if col in numeric else "left")
+#: ``runs`` table columns: (header, row key, priority: lower is dropped first on a narrow
+#: terminal, numeric); the id is never dropped nor cut
+RUN_COLUMNS = (
+    ("id", "id", 9, False), ("variant", "variant", 8, False), ("method", "method", 7, False),
+    ("ratio", "ratio", 6, False), ("test acc", "test_acc", 8, True),
+    ("retrain LR", "lr", 5, False), ("seed", "seed", 3, True), ("init", "init", 4, False),
+    ("status", "status", 5, False), ("study", "study", 2, False), ("TA", "ta", 2, True),
+    ("speedup", "speedup", 1, True), ("model", "model", 1, False),
+    ("dataset", "dataset", 1, False),
+)
+
+
+def _run_cell(r: dict[str, Any], key: str) -> str:
+    v = r.get(key)
+    if key in ("test_acc", "ta"):
+        return _pct(v)
+    if key == "speedup":
+        return "-" if v is None else f"{v:.2f}x"
+    return "-" if v is None or v == "" else str(v)
+
+
+def runs_table(runs: list[dict[str, Any]], width: int | None = None) -> Table:
+    """The runs of a store; on a console ``width`` columns wide the least important
+    columns are dropped until the rest fits (the id column is never dropped or cut)."""
+    cols = [c for c in RUN_COLUMNS if c[1] not in ("variant", "study")
+            or any(r.get(c[1]) for r in runs)]
+    if width is not None:
+        def need(col: tuple[str, str, int, bool]) -> int:
+            cells = [len(_run_cell(r, col[1])) for r in runs]
+            longest = max([len(col[0]), *cells])
+            if col[1] == "id":
+                return max(12, longest) + 3
+            return min(longest, 22) + 3
+
+        while sum(need(c) for c in cols) + 1 > width:
+            droppable = [c for c in cols if c[1] != "id"]
+            if len(droppable) <= 3:
+                break
+            cols.remove(min(reversed(droppable), key=lambda c: c[2]))
+    shown = {c[1] for c in cols}
+    dropped = [c[0] for c in RUN_COLUMNS if c[1] not in shown and (
+        c[1] not in ("variant", "study") or any(r.get(c[1]) for r in runs))]
+    cap = "test acc: final epoch; TA: trainability accuracy"
+    if dropped:
+        cap += f"; not shown (narrow terminal): {', '.join(dropped)} (--json has all)"
+    t = Table(title="Runs", caption=cap)
+    for head, key, _, numeric in cols:
+        if key == "id":
+            t.add_column(head, no_wrap=True, overflow="fold", min_width=12)
+        else:
+            t.add_column(head, justify="right" if numeric else "left", overflow="fold")
     for r in runs:
-        speedup = r.get("speedup")
-        t.add_row(r["id"], r["status"], r["model"] or "-", r["dataset"] or "-",
-                  r["method"] or "-", r["ratio"] or "-", _pct(r["test_acc"]),
-                  _pct(r.get("ta")), "-" if speedup is None else f"{speedup:.2f}x")
+        t.add_row(*(_run_cell(r, key) for _, key, _, _ in cols))
     return t
 
 

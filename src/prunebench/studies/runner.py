@@ -128,6 +128,7 @@ def run_study(
         "title": spec.title,
         "description": spec.description,
         "setup": spec.setup,
+        "findings": [f.model_dump() for f in spec.findings],
         "figures": spec.figures,
         "preset": preset,
         "note": p.note,

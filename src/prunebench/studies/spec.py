@@ -81,6 +81,29 @@ class PresetGroup(BaseModel):
     note: str | None = None
 
 
+class Finding(BaseModel):
+    """A finding of the paper a study tests: row ``better`` beats row ``worse`` (final-epoch
+    test accuracy) in each listed column. ``better`` / ``worse`` are row labels or
+    fnmatch patterns (``"*(SX-A)"``: every matching row); ``columns``: ``all`` or column
+    labels (labels a preset lacks are skipped there)."""
+
+    model_config = ConfigDict(extra="forbid")
+    claim: str = Field(min_length=1)
+    better: str = Field(min_length=1)
+    worse: str = Field(min_length=1)
+    columns: Literal["all"] | list[str] = "all"
+
+
+def match_rows(pattern: str, rows: list[str]) -> list[str]:
+    """The row labels a finding's ``better`` / ``worse`` names: the label itself, else
+    every label the fnmatch pattern matches."""
+    from fnmatch import fnmatchcase
+
+    if pattern in rows:
+        return [pattern]
+    return [r for r in rows if fnmatchcase(r, pattern)]
+
+
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -92,6 +115,7 @@ class StudySpec(BaseModel):
         None, description="crossval: rows are methods A and B, columns recipes FT_A and FT_B"
     )
     presets: dict[str, Preset | PresetGroup]
+    findings: list[Finding] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -114,8 +138,22 @@ class StudySpec(BaseModel):
                 for sub in p.include:
                     if not isinstance(self.presets.get(sub), Preset):
                         raise ValueError(f"preset {name!r} includes {sub!r}, not a plain preset")
+        tables = self.tables()
+        for i, f in enumerate(self.findings):
+            for side in ("better", "worse"):
+                pattern = getattr(f, side)
+                if tables and not any(match_rows(pattern, [r.label for r in p.rows])
+                                      for _, p in tables):
+                    raise ValueError(f"findings[{i}].{side} {pattern!r} matches no row label "
+                                     "of any preset")
+            if f.columns != "all":
+                labels = {c for _, p in tables for c in p.columns.labels or []}
+                bad = [c for c in f.columns if c not in labels]
+                if bad:
+                    raise ValueError(f"findings[{i}].columns: {bad[0]!r} is no column label "
+                                     f"of any preset ({', '.join(sorted(labels))})")
         if self.analysis == "crossval":
-            for name, p in self.tables():
+            for name, p in tables:
                 if len(p.rows) != 2 or len(p.columns.values) != 2:
                     raise ValueError(
                         f"crossval preset {name!r} needs 2 rows (A, B) and 2 columns (FT_A, FT_B)"

@@ -257,6 +257,17 @@ def group_stackable(
 # --------------------------------------------------------------------------- the fused model
 
 
+def _bn_input_like_stats(module: nn.Module, args: tuple[torch.Tensor, ...]) -> Any:
+    """Under autocast on CUDA a BatchNorm gets bf16/fp16 activations but keeps fp32 running
+    statistics; eager cuDNN accepts the mix, vmap's batched batch_norm does not ("Expected
+    running_mean to have type BFloat16"). Normalise in the statistics' dtype instead (the
+    next conv casts back to the autocast dtype)."""
+    x = args[0]
+    if x.dtype in (torch.bfloat16, torch.float16):
+        return (x.float(), *args[1:])
+    return None
+
+
 class StackedModel:
     """k copies of one architecture as stacked tensors, run with vmap; fused SGD state.
 
@@ -295,6 +306,9 @@ class StackedModel:
             for name in self.buffer_names
         }
         self.base = copy.deepcopy(ref).to("meta")
+        for m in self.base.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.register_forward_pre_hook(_bn_input_like_stats)
 
     # ---- forward
     def _call(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],

@@ -34,8 +34,11 @@ data:
 	fi
 
 # The lr-effect study's CPU preset (the paper's Mystery 1): a table and runs/demo/report.html.
+# CPU results depend on the number of torch threads: pinned, so the README's numbers reproduce.
+DEMO_THREADS ?= 2
 demo: install data
-	$(BIN)/prunebench study lr-effect --preset cpu --out runs/demo
+	OMP_NUM_THREADS=$(DEMO_THREADS) MKL_NUM_THREADS=$(DEMO_THREADS) \
+	  $(BIN)/prunebench study lr-effect --preset cpu --out runs/demo
 
 # Every number of docs/findings.md and the README's demo block, from the five CPU presets
 # (about an hour on 2 busy cores; finished cells are reused). FINDINGS_ARGS="--seeds 1" for less.

@@ -694,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--doc", default=str(ROOT / "docs" / "findings.md"))
     ap.add_argument("--readme", default=str(ROOT / "README.md"))
     ap.add_argument("--figures", default=str(ROOT / "docs" / "figures"))
+    ap.add_argument("--demo-out", default="runs/demo",
+                    help="the README block comes from this store, filled by make demo's own "
+                         "command (serial, DEMO_THREADS torch threads) when it lacks lr-effect")
     args = ap.parse_args(argv)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
@@ -720,11 +723,34 @@ def main(argv: list[str] | None = None) -> int:
     doc = write_findings(studies, timings, command, figs, machine(), time.strftime("%Y-%m-%d"))
     Path(args.doc).write_text(doc)
     print(f"[findings] wrote {args.doc}")
-    if "lr-effect" in studies:
+    if "lr-effect" in names:
+        demo = demo_study(Path(args.demo_out), reuse=args.reuse)
         readme = Path(args.readme)
-        readme.write_text(replace_block(readme.read_text(), demo_block(studies["lr-effect"])))
-        print(f"[findings] rewrote the demo block of {readme}")
+        readme.write_text(replace_block(readme.read_text(), demo_block(demo)))
+        print(f"[findings] rewrote the demo block of {readme} from {args.demo_out}")
     return 0
+
+
+#: torch threads of ``make demo`` (the Makefile's DEMO_THREADS): CPU results depend on it
+DEMO_THREADS = "2"
+
+
+def demo_study(out: Path, *, reuse: bool) -> Any:
+    """The lr-effect CPU preset exactly as ``make demo`` runs it (its own store, serial, the
+    demo's thread count), so the README quotes what a fresh ``make demo`` prints."""
+    import subprocess
+
+    if not reuse and not list((out / "studies").glob("lr-effect-cpu*.json")):
+        env = {**os.environ, "OMP_NUM_THREADS": DEMO_THREADS, "MKL_NUM_THREADS": DEMO_THREADS}
+        exe = Path(sys.executable).with_name("prunebench")
+        cmd = [str(exe), "study", "lr-effect", "--preset", "cpu", "--out", str(out), "--quiet",
+               "--no-report"]
+        print(f"[findings] running the demo: {' '.join(cmd)}", flush=True)
+        subprocess.run(cmd, env=env, check=True)
+    found = load(out, ["lr-effect"])
+    if "lr-effect" not in found:
+        raise SystemExit(f"error: no lr-effect study in {out}: run make demo first")
+    return found["lr-effect"]
 
 
 if __name__ == "__main__":

@@ -190,6 +190,8 @@ def test_html_self_contained_and_escaped(store, tmp_path):
     assert "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt; L1 &amp; co" in page
     assert page.count("<script>") == 1  # only the report's own sorting script
     assert page.count('src="data:image/png;base64,') == 5
+    # rows of sizes/speedups stay out of sorting (class info); no class leaks onto a row
+    assert '<tr class="info">' in page and "<trbest" not in page and "<trbad" not in page
     # the headline table comes first, then the card, then the other tables
     assert "Benchmark card" in page and page.index("<table") < page.index("Benchmark card")
     first = json.loads(store[1].read_text())["cells"][0]["run"]

@@ -56,18 +56,18 @@ def table_html(t: ReportTable) -> str:
     head = "".join(f'<th scope="col">{_e(c)}</th>' for c in [t.first, *t.columns])
     body = []
     for row in t.rows:
-        cls = ' class="info"' if row.info else ""
+        row_cls = ' class="info"' if row.info else ""
         cells = [f'<th scope="row">{_e(row.label)}</th>']
         for c in row.cells:
             key = "" if c.mean is None else repr(c.mean)
             key = key or _sort_key(c.text)
-            cls = " ".join(k for k, on in (("bad", "not met" in c.text or
-                                                   c.text.startswith("not held")),
-                                           ("best", c.best)) if on)
-            attr = f' class="{cls}"' if cls else ""
+            cell_cls = " ".join(k for k, on in (("bad", "not met" in c.text or
+                                                        c.text.startswith("not held")),
+                                                ("best", c.best)) if on)
+            attr = f' class="{cell_cls}"' if cell_cls else ""
             text = f"<b>{_e(c.text)}</b>" if c.best else _e(c.text)
             cells.append(f'<td data-sort="{_e(key)}"{attr}>{text}</td>')
-        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+        body.append(f"<tr{row_cls}>{''.join(cells)}</tr>")
     warn = (f'<p class="warn"><span class="badge bad">⚠ {_e(t.warning)}</span></p>'
             if t.warning else "")
     return (f'<div class="tbl" id="{_e(t.study)}-{_e(t.preset)}-{_e(t.name)}">{warn}'

@@ -9,7 +9,7 @@ from prunebench.pipeline import RunResult, run, run_cell, validate_recipes  # no
 from prunebench.recipe import Recipe, apply_overrides, build_recipe, read_yaml
 from prunebench.store import RunStore
 from prunebench.studies.grid import expand_grid
-from prunebench.train import Reporter
+from prunebench.train import Reporter, report
 
 
 def load_recipes(
@@ -43,8 +43,12 @@ def run_all(
     reporter: Reporter | None = None,
     device: str | None = None,
     data_dir: str | None = None,
+    loggers: list[Any] | None = None,
 ) -> list[tuple[dict[str, Any], RunResult]]:
     """Run every recipe of a file (all grid cells).
+
+    ``loggers``: experiment-tracker objects every run reports to (see
+    :mod:`prunebench.loggers`), besides those the recipe's ``log:`` section names.
 
     Every cell is validated first (recipe, layer patterns against the built model, the
     files it names): bad input raises a one-line error naming the cell and nothing is
@@ -77,8 +81,16 @@ def run_all(
         [(cell_label(i, len(recipes), cell), r) for i, (cell, r) in enumerate(recipes)],
         device=device, data_dir=data_dir,
     )
-    return [(cell, run_cell(r, out, reporter=reporter))
-            for (cell, _), r in zip(recipes, checked, strict=True)]
+    report(reporter, "begin", len(checked), str(source) if not isinstance(source, dict)
+           else "recipe")
+    items = []
+    for i, ((cell, _), r) in enumerate(zip(recipes, checked, strict=True)):
+        label = ", ".join(f"{k}={v}" for k, v in cell.items()) or (r.name or f"run {i + 1}")
+        report(reporter, "start_cell", label, 1)
+        res = run_cell(r, out, reporter=reporter, loggers=loggers)
+        report(reporter, "end_cell", res)
+        items.append((cell, res))
+    return items
 
 
 def not_done(items: list[tuple[dict[str, Any], RunResult]]) -> list[tuple[dict[str, Any],

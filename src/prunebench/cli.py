@@ -11,12 +11,34 @@ import typer
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from prunebench import api
 from prunebench.errors import PrunebenchError
 from prunebench.report.terminal import metrics_table, result_rows, results_table, runs_table
 from prunebench.store import RunStore
+
+
+class _LazyModule:
+    """A module imported on first attribute access: ``prunebench.api`` imports torch,
+    which ``--help``, ``runs`` listing and the registries' listings should not pay for."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+api: Any = _LazyModule("prunebench.api")
 
 
 def take_plugins(args: list[str]) -> tuple[list[str], list[str]]:
@@ -70,8 +92,19 @@ class PluginsGroup(typer.core.TyperGroup):
         return super().parse_args(ctx, args)
 
 
+def _flag_type_rich(self: Any, ctx: Any) -> str | None:
+    """No ``<bool>`` type hint beside an on/off flag (it takes no value)."""
+    if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+        return None
+    return _option_type_rich(self, ctx)
+
+
+_option_type_rich = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_type_rich  # type: ignore[method-assign]
+
 app = typer.Typer(
     help="prunebench: fair, fast and explainable neural-network pruning comparisons.",
+    context_settings={"help_option_names": ["-h", "--help"]},
     cls=PluginsGroup,
     no_args_is_help=True,
     add_completion=False,
@@ -80,50 +113,192 @@ app = typer.Typer(
 console = Console() if sys.stdout.isatty() else Console(width=160)
 err_console = Console(stderr=True)
 
+def _show_version(value: bool) -> None:
+    if value:
+        from prunebench import __version__
+
+        typer.echo(f"prunebench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app_options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="print the version and exit")] = False,
+) -> None:
+    """prunebench: fair, fast and explainable neural-network pruning comparisons."""
+
+
 OutOpt = Annotated[Path, typer.Option("--out", help="run store directory")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
 
 
+def _pct(value: Any) -> str:
+    return f"{value:.2f}%" if isinstance(value, int | float) else "-"
+
+
+class LineReporter:
+    """Not on a terminal (CI logs, nohup, Slurm): one plain line per epoch and per
+    finished run, flushed at once, on ``stream`` (default: stderr, so stdout keeps only
+    the results)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.total, self.done, self.n, self.label = 0, 0, 1, ""
+        self.epochs = 0
+
+    def _emit(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def _where(self) -> str:
+        if not self.total:
+            return ""
+        first = self.done + 1
+        span = f"{first}-{first + self.n - 1}" if self.n > 1 else f"{first}"
+        return f"[{span}/{self.total}] {self.label}  "
+
+    def begin(self, total: int, title: str) -> None:
+        self.total, self.done = total, 0
+        self._emit(f"{title}: {total} run{'s' if total != 1 else ''}")
+
+    def start_cell(self, label: str, n: int) -> None:
+        self.label, self.n = label, n
+
+    def start_epoch(self, phase: str, epoch: int, total: int, n_batches: int) -> None:
+        self.epochs = total
+
+    def advance(self) -> None:
+        pass
+
+    def end_epoch(self, metrics: dict[str, Any]) -> None:
+        loss = metrics.get("train_loss")
+        parts = [f"{metrics.get('phase')} epoch {metrics.get('epoch')}/{self.epochs}",
+                 f"loss {loss:.4f}" if isinstance(loss, int | float) else "loss -"]
+        if "val_acc" in metrics:
+            parts.append(f"val {_pct(metrics['val_acc'])}")
+        parts += [f"test {_pct(metrics.get('test_acc'))}", f"lr {metrics.get('lr', 0):g}",
+                  f"{metrics.get('seconds') or 0:.1f}s"]
+        self._emit(self._where() + "  ".join(parts))
+
+    def end_cell(self, result: Any) -> None:
+        self.n = 1
+        where = self._where()
+        self.done += 1
+        res = result.result or {}
+        text = f"{where}run {result.id} {result.status}"
+        if res.get("test_acc") is not None:
+            text += f"  test {_pct(res['test_acc'])}"
+        if res.get("error"):
+            text += f": {res['error']}"
+        self._emit(text)
+
+    def warn(self, message: str) -> None:
+        self._emit(f"warning: {message}")
+
+    def close(self) -> None:
+        pass
+
+
 class RichReporter:
-    """A progress bar per epoch (batches), with the epoch's accuracy when it ends."""
+    """On a terminal: one study-level display (runs done / total, elapsed, ETA, the running
+    run's label, phase, epoch and batch), redrawn in place; never a bar per epoch."""
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=16),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
             console=console,
             transient=False,
         )
         self.task: Any = None
+        self.label, self.epoch, self.last = "", "", ""
+        self.batch, self.n_batches = 0, 0
 
-    def start_epoch(self, phase: str, epoch: int, total: int, n_batches: int) -> None:
+    def _ensure(self, total: int | None = None, title: str = "runs") -> None:
         if self.task is None:
             self.progress.start()
-        self.task = self.progress.add_task(f"{phase} {epoch + 1}/{total}", total=n_batches, info="")
+            self.task = self.progress.add_task(title, total=total, info="")
+
+    def _show(self) -> None:
+        batches = f" ({self.batch}/{self.n_batches})" if self.n_batches else ""
+        info = "  ".join(x for x in (self.label, self.epoch + batches, self.last) if x)
+        self.progress.update(self.task, info=info)
+
+    def begin(self, total: int, title: str) -> None:
+        if self.task is None:
+            self._ensure(total, title)
+        else:  # the next table of a study group: the same display, reset
+            self.progress.reset(self.task, total=total, description=title, info="")
+
+    def start_cell(self, label: str, n: int) -> None:
+        self._ensure()
+        self.label, self.epoch, self.last = label, "", ""
+        self.batch, self.n_batches = 0, 0
+        self._show()
+
+    def start_epoch(self, phase: str, epoch: int, total: int, n_batches: int) -> None:
+        self._ensure()
+        self.epoch, self.batch, self.n_batches = f"{phase} {epoch + 1}/{total}", 0, n_batches
+        self._show()
 
     def advance(self) -> None:
-        self.progress.advance(self.task)
+        self.batch += 1
+        if self.batch == self.n_batches or self.batch % 10 == 0:
+            self._show()
 
     def end_epoch(self, metrics: dict[str, Any]) -> None:
-        info = f"lr {metrics['lr']:g}  test {metrics.get('test_acc', float('nan')):.2f}%"
-        self.progress.update(self.task, info=info)
+        self.last = f"lr {metrics.get('lr', 0):g}  test {_pct(metrics.get('test_acc'))}"
+        self._show()
+
+    def end_cell(self, result: Any) -> None:
+        self._ensure()
+        self.progress.advance(self.task, 1)
+
+    def warn(self, message: str) -> None:
+        self.progress.console.print(f"warning: {message}", highlight=False, markup=False)
 
     def close(self) -> None:
         if self.task is not None:
             self.progress.stop()
 
 
-def _reporter(quiet: bool) -> RichReporter | None:
-    if quiet or not sys.stdout.isatty():
+def _reporter(quiet: bool, lines_only: bool = False) -> RichReporter | LineReporter | None:
+    """A terminal: one live display; otherwise (piped, CI, Slurm): plain lines on stderr.
+    ``lines_only`` (``--json``): never the live display, which would mix into stdout."""
+    if quiet:
         return None
-    return RichReporter(console)
+    if sys.stdout.isatty():
+        return None if lines_only else RichReporter(console)
+    return LineReporter(sys.stderr)
+
+
+LogOpt = Annotated[list[str] | None, typer.Option(
+    "--log", help="also send metrics to tensorboard | mlflow | wandb (repeatable; replaces "
+                  "the recipe's log.to; optional extras)")]
+
+
+def _log_overrides(log: list[str] | None, set_: list[str] | None) -> list[str] | None:
+    """``--log NAME``... as the override ``log.to=[...]`` (checked first: unknown names and
+    missing extras are one-line errors)."""
+    if not log:
+        return set_
+    from prunebench.loggers import check_loggers
+
+    try:
+        check_loggers(log)
+    except PrunebenchError as exc:
+        _fail(exc)
+    return [*(set_ or []), f"log.to=[{','.join(dict.fromkeys(log))}]"]
 
 
 def _fail(exc: PrunebenchError) -> None:
-    err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=exc.exit_code)
 
 
@@ -139,9 +314,11 @@ def run(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N]")] = None,
     quiet: QuietOpt = False,
     json_: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
+    log: LogOpt = None,
 ) -> None:
     """Run a recipe (every cell of its grid): pretrain -> prune -> retrain."""
-    reporter = _reporter(quiet or json_)
+    set_ = _log_overrides(log, set_)
+    reporter = _reporter(quiet, lines_only=json_)
     try:
         items = api.run_all(
             recipe, out, overrides=set_, reporter=reporter, device=device, data_dir=data_dir
@@ -308,13 +485,17 @@ def describe(
     if json_:
         typer.echo(json.dumps(info, indent=2))
         return
-    console.print(yaml.safe_dump({k: v for k, v in info.items() if k != "layers"},
-                                 sort_keys=False).rstrip(), highlight=False)
+    from prunebench.pruning.describe import summary_lines
+
+    for line in summary_lines(info):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
 def study(
-    name: Annotated[str, typer.Argument(help="a built-in study name or a study YAML file")],
+    name: Annotated[str, typer.Argument(
+        help="a built-in study name or a study YAML file; `list`: the built-ins and their "
+             "presets")],
     preset: Annotated[str, typer.Option(help="cpu | paper (or the study's own presets)")] = "cpu",
     seeds: Annotated[int | None, typer.Option(min=1, help="seeds per cell")] = None,
     set_: Annotated[
@@ -328,19 +509,27 @@ def study(
     stack: Annotated[int | None, typer.Option(
         min=1, help="train up to K stackable cells as one fused model (1: off; default: "
         "on with 8 copies on CUDA, off on CPU)")] = None,
+    log: LogOpt = None,
 ) -> None:
-    """Run a study (finished cells are skipped, interrupted ones resume) and report it."""
+    """Run a study (finished cells are skipped, interrupted ones resume) and report it.
+
+    `prunebench study list` lists the built-in studies and their presets."""
     from prunebench.studies import STUDIES, run_studies
 
     if name in ("list", "ls"):
+        from prunebench.studies import load_study
+
         for n in STUDIES.names():
             console.print(f"{n:20s} {STUDIES.doc(n)}", highlight=False)
+            console.print(f"{'':20s} presets: {', '.join(load_study(n).presets)}",
+                          highlight=False)
         return
     reporter = _reporter(quiet)
     command = " ".join(["prunebench", "study", name, "--preset", preset]
                        + ([f"--seeds {seeds}"] if seeds else [])
                        + [f"--set {s}" for s in set_ or []] + ["--out", str(out)]
                        + ([f"--stack {stack}"] if stack else []))
+    set_ = _log_overrides(log, set_)
     try:
         manifests = run_studies(name, out, preset=preset, seeds=seeds, overrides=set_,
                                 reporter=reporter, command=command, workers=workers,
@@ -414,6 +603,35 @@ def models() -> None:
 
     for name in MODELS.names():
         console.print(f"{name:14s} {MODELS.doc(name)}", highlight=False)
+
+
+@app.command()
+def methods() -> None:
+    """List the registered pruning criteria (prune.method; which need data) and pruning
+    schedules (prune.granularity / prune.schedule)."""
+    import prunebench.pruning  # noqa: F401  (registers the built-in criteria)
+    from prunebench.pruning.context import CRITERIA, criterion_needs_data
+    from prunebench.pruning.schedules import PRUNE_SCHEDULES
+
+    console.print("criteria (prune.method):", highlight=False)
+    for name in CRITERIA.names():
+        data = "needs data" if criterion_needs_data(name) else "no data"
+        doc = _first_line(_doc(CRITERIA.get(name), CRITERIA.doc(name)))
+        console.print(f"  {name:14s} {data:10s}  {doc}", highlight=False, markup=False)
+    console.print("pruning schedules (prune.granularity/prune.schedule):", highlight=False)
+    for name in PRUNE_SCHEDULES.names():
+        console.print(f"  {name:26s} {_first_line(PRUNE_SCHEDULES.doc(name))}",
+                      highlight=False, markup=False)
+
+
+def _doc(obj: Any, fallback: str | None) -> str | None:
+    import inspect
+
+    return inspect.getdoc(obj) or fallback
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().split("\n\n")[0].replace("\n", " ").strip()
 
 
 @app.command()

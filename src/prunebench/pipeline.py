@@ -86,6 +86,10 @@ def check_recipe(ctx: Context) -> None:
     r = ctx.recipe
     if r.base_model is not None:
         check_base_model(r.base_model, dense, r.model.name)
+    if r.log.to:
+        from prunebench.loggers import check_loggers
+
+        check_loggers(r.log.to)  # an unknown name or a missing extra, before any run
 
 
 def _relabel(exc: PrunebenchError, label: str) -> PrunebenchError:
@@ -143,12 +147,17 @@ def run(
     reporter: Reporter | None = None,
     device: str | None = None,
     data_dir: str | None = None,
+    loggers: Sequence[Any] | None = None,
 ) -> RunResult:
     """Run one recipe (pretrain -> prune -> retrain) and return its result.
 
     Finished runs return at once from the store; interrupted ones resume. A run that
     diverges is stored and returned with ``status == "diverged"``; any other exception
     during the run is stored as ``failed`` and raised.
+
+    ``loggers``: objects with ``start(run_id, recipe)``, ``log(metrics, step, phase)``,
+    ``finish(record)`` (:mod:`prunebench.loggers`), used with those the recipe's ``log:``
+    section names. They see every epoch trained here; they never change the results.
     """
     recipe = _coerce(recipe, overrides, device, data_dir)
     store = RunStore(out)
@@ -157,6 +166,11 @@ def run(
     done = book.stored()
     if done is not None:
         return done
+    from prunebench.loggers import LoggingReporter, make_loggers
+
+    active = [*make_loggers(recipe.log, out), *(loggers or [])]
+    if active:
+        reporter = LoggingReporter(reporter, active)
     # everything a user can get wrong is checked before anything is written
     ctx = prepare(recipe, resolve_device(recipe.device), reporter)
     check_recipe(ctx)
@@ -165,14 +179,22 @@ def run(
         if done is not None:
             return done
         book.open()
+        for lg in active:
+            lg.start(book.rid, book.recipe_dict)
         try:
             result = _execute(ctx, store, stages, book.rdir, book.progress)
         except TrainingDiverged as exc:
-            return book.diverged(exc)
+            return _finish_loggers(active, book.diverged(exc))
         except BaseException as exc:
-            book.aborted(exc)
+            _finish_loggers(active, book.aborted(exc))
             raise
-        return book.done(result)
+        return _finish_loggers(active, book.done(result))
+
+
+def _finish_loggers(loggers: Sequence[Any], res: RunResult) -> RunResult:
+    for lg in loggers:
+        lg.finish(dict(res.result))
+    return res
 
 
 class RunBook:
@@ -235,13 +257,14 @@ def run_cell(
     out: str | os.PathLike[str] = "runs",
     *,
     reporter: Reporter | None = None,
+    loggers: Sequence[Any] | None = None,
 ) -> RunResult:
     """:func:`run` for one cell of a grid or study: a run that fails during execution
     (any exception once its folder exists) comes back as a ``failed`` result instead of
     being raised, so the other cells still run. Bad input found before anything is
     written (a :class:`PrunebenchError`) and ``KeyboardInterrupt`` still propagate."""
     try:
-        return run(recipe, out, reporter=reporter)
+        return run(recipe, out, reporter=reporter, loggers=loggers)
     except Exception as exc:
         rid = getattr(exc, "prunebench_run", None)
         if rid is None and isinstance(exc, PrunebenchError):

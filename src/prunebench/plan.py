@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,3 +171,15 @@ def _sgd(cfg: RetrainCfg | None) -> dict[str, Any]:
 
 def run_id(recipe: Recipe) -> str:
     return plan(recipe)[-1].key
+
+
+class _CallablePlanModule(types.ModuleType):
+    """``prunebench.plan`` is both this module and the public :func:`plan`: once the
+    submodule is imported the package attribute is the module, so the module calls
+    :func:`plan` (``prunebench.plan(recipe)`` keeps working whichever it is)."""
+
+    def __call__(self, recipe: Recipe) -> list[Stage]:
+        return plan(recipe)
+
+
+sys.modules[__name__].__class__ = _CallablePlanModule

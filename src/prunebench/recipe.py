@@ -258,6 +258,31 @@ class SpeedCfg(_Cfg):
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
+class LogCfg(_Cfg):
+    """Experiment trackers the run's metrics also go to (:mod:`prunebench.loggers`). Not
+    part of the run id: loggers only read metrics, they never change results."""
+
+    to: list[str] = Field(
+        default_factory=list, description="loggers: tensorboard, mlflow, wandb or a registered name"
+    )
+    dir: str | None = Field(
+        None, description="TensorBoard event files under <dir>/<run id>; None: <out>/tensorboard"
+    )
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; None: file:<out>/mlruns"
+    )
+    project: str = Field("prunebench", description="MLflow experiment / W&B project")
+    wandb_mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="W&B mode; None: $WANDB_MODE or online"
+    )
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one_name(cls, v: Any) -> Any:
+        """``log: {to: tensorboard}`` is one logger."""
+        return [v] if isinstance(v, str) else v
+
+
 class Recipe(_Cfg):
     name: str | None = Field(None, description="a label; not part of the id")
     seed: int = 0
@@ -278,6 +303,9 @@ class Recipe(_Cfg):
     device: str = Field("auto", description="auto|cpu|cuda[:N]; not part of the id")
     speed: SpeedCfg = Field(
         default_factory=SpeedCfg, description="fast-path knobs; not part of the id"
+    )
+    log: LogCfg = Field(
+        default_factory=LogCfg, description="experiment trackers; not part of the id"
     )
 
     @model_validator(mode="before")
@@ -327,7 +355,7 @@ class Recipe(_Cfg):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-_NOT_IN_ID = ("name", "device", "data.data_dir", "plugins", "speed")
+_NOT_IN_ID = ("name", "device", "data.data_dir", "plugins", "speed", "log")
 
 
 def load_plugins(plugins: list[str]) -> None:

@@ -8,13 +8,17 @@ Layout under ``<out>/``::
     <id>/checkpoints/         latest.pt (resume), pruned.pt, final.pt (+ structure.json)
     stages/<kind>-<key>/      shared stage artefacts (a dense model trained once per key)
     index.sqlite              a queryable index of runs; rebuilt from the folders if lost
+                              (on a network filesystem, or per ``PRUNEBENCH_INDEX``, it
+                              lives on local disk instead: :func:`index_location`)
+    **/.lock.lease            a held lock (:func:`locked`: lease files, no ``flock``)
 
 Every file is written atomically (:mod:`prunebench.io`). The index is a cache of what the
 folders hold: :meth:`RunStore.reindex` rebuilds it, :meth:`RunStore.list_runs` reconciles
 it with the folders on every read (a row whose ``result.json`` changed since it was recorded
 is re-recorded from the folder, folders missing from the index are added), and an index
 file that is not a readable SQLite database is moved aside (``index.sqlite.bad-<time>``)
-and rebuilt.
+and rebuilt. Study workers never write the index (``RunStore(out, index_writes=False)``,
+or ``PRUNEBENCH_INDEX_WRITES=0``): only the driver does, from the folders they wrote.
 
 Containment: no user-supplied string becomes a path outside the store. Run ids (and
 prefixes) must be lowercase hex (:data:`ID_LENGTH` digits, see :func:`check_run_id`);
@@ -24,15 +28,18 @@ study and preset names must be slugs (:func:`check_name`, the rule of :func:`slu
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import hashlib
 import json
 import logging
 import os
 import re
+import secrets
+import socket
 import sqlite3
+import threading
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +134,24 @@ class _CorruptIndex(Exception):
 
 
 class RunStore:
-    def __init__(self, root: str | os.PathLike[str] = "runs") -> None:
+    """The run store at ``root``.
+
+    ``index_writes=False`` (the default in study worker processes, where the executor sets
+    ``PRUNEBENCH_INDEX_WRITES=0``): this object never opens the shared index; it writes run
+    folders only, and its index is a private in-memory one built from the folders. The
+    driver records the workers' runs (:meth:`record_folders`) after each finished cell.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] = "runs", *,
+                 index_writes: bool | None = None) -> None:
         self.root = Path(root)
         _check_root(self.root)
+        if index_writes is None:
+            index_writes = os.environ.get("PRUNEBENCH_INDEX_WRITES", "1").strip().lower() \
+                not in ("0", "false", "no", "off")
+        self.index_writes = index_writes
+        self._mem: sqlite3.Connection | None = None
+        self._index_path: Path | None = None
 
     # -- paths --------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
@@ -148,7 +170,23 @@ class RunStore:
 
     @property
     def index_path(self) -> Path:
-        return self.root / "index.sqlite"
+        """Where the index lives (:func:`index_location`): ``<out>/index.sqlite``, or a
+        per-store file on local disk when the store is on a network filesystem or
+        ``PRUNEBENCH_INDEX`` says so."""
+        if self._index_path is None:
+            self._index_path = index_location(self.root)
+        return self._index_path
+
+    def _index_lock(self) -> Path:
+        return self.index_path.with_name(f".{self.index_path.stem}.lock")
+
+    def record_folders(self, run_ids: Iterable[str]) -> None:
+        """Record runs in the index from their folders (the driver does this for the runs
+        its workers wrote); ids without a folder are skipped."""
+        for rid in dict.fromkeys(run_ids):
+            d = self.run_dir(rid)
+            if (d / "recipe.yaml").is_file():
+                self._record_folder(d)
 
     # -- index --------------------------------------------------------------------------
     def _mkroot(self) -> None:
@@ -163,6 +201,14 @@ class RunStore:
         """A connection with the schema checked; :class:`_CorruptIndex` when the file is
         not a usable index (garbage, truncated, another program's database)."""
         try:
+            if not self.index_writes:
+                if self._mem is None:
+                    self._mem = sqlite3.connect(":memory:")
+                    self._mem.execute(_SCHEMA)
+                    for col, kind in _EXTRA_COLUMNS.items():
+                        self._mem.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+                return self._mem
+            self.index_path.parent.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(self.index_path, timeout=60)
         except sqlite3.OperationalError as exc:
             raise StoreError(f"cannot open the index {str(self.index_path)!r}: {exc}") from None
@@ -193,12 +239,13 @@ class RunStore:
             yield con
             con.commit()
         finally:
-            con.close()
+            if con is not self._mem:
+                con.close()
 
     def _recover_index(self, reason: str) -> None:
         """Move an unusable index aside (``index.sqlite.bad-<timestamp>``) and rebuild it
         from the run folders. Under a lock, so concurrent readers rebuild it once."""
-        with locked(self.root / ".index.lock"):
+        with locked(self._index_lock()):
             try:  # another process may have rebuilt it meanwhile
                 self._open().close()
                 return
@@ -273,7 +320,10 @@ class RunStore:
         """Every run of the store, from the index reconciled with the folders."""
         if not self.root.exists():
             return []
-        if not self.index_path.exists():
+        if not self.index_writes:
+            if self._mem is None:
+                self.reindex()
+        elif not self.index_path.exists():
             self.reindex()
         rows = self._query("SELECT * FROM runs ORDER BY created, id")
         if self._reconcile(rows):
@@ -417,6 +467,71 @@ class RunStore:
         }
 
 
+#: filesystem types where SQLite locking and ``flock`` are not to be trusted
+NETWORK_FS = frozenset({
+    "nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "ncpfs", "afs", "ceph",
+    "glusterfs", "fuse.glusterfs", "fuse.sshfs", "sshfs", "lustre", "gpfs", "beegfs",
+    "fuse.beegfs", "9p", "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs", "fuse.cephfs", "panfs",
+    "orangefs", "pvfs2", "fuse.rclone", "virtiofs",
+})
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding ``path`` (its nearest existing folder), from
+    ``/proc/self/mountinfo``; ``None`` where that is not known (not Linux)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    p = p.resolve()
+    best, kind = "", None
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if len(fields) < 5 or not rest:
+            continue
+        mount = fields[4].replace("\\040", " ")
+        inside = str(p) == mount or str(p).startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, rest[0]
+    return kind
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "prunebench" / "index"
+
+
+def index_location(root: Path) -> Path:
+    """The index file of the store at ``root``, by ``PRUNEBENCH_INDEX``:
+
+    - unset or ``auto``: ``<out>/index.sqlite``, unless the store is on a network
+      filesystem (:data:`NETWORK_FS`): then as ``local``;
+    - ``store``: always ``<out>/index.sqlite``;
+    - ``local``: a per-store file in the user cache dir
+      (``$XDG_CACHE_HOME/prunebench/index/<name>-<hash of the store's absolute path>.sqlite``);
+    - any other value: a folder, holding per-store files named the same way.
+
+    The index is a cache of the run folders: wherever it lives, it is rebuilt from them.
+    """
+    mode = os.environ.get("PRUNEBENCH_INDEX", "").strip()
+    in_store = root / "index.sqlite"
+    if mode in ("", "auto"):
+        if filesystem_type(root) not in NETWORK_FS:
+            return in_store
+        mode = "local"
+    if mode == "store":
+        return in_store
+    folder = _cache_dir() if mode == "local" else Path(os.path.expanduser(mode))
+    absolute = os.path.abspath(root)
+    digest = hashlib.sha256(absolute.encode()).hexdigest()[:16]
+    name = slugify(Path(absolute).name)[:32] or "store"
+    return folder / f"{name}-{digest}.sqlite"
+
+
 def _check_root(root: Path) -> None:
     """A one-line error when ``--out`` (or a folder above it) is not a directory."""
     for p in (root, *root.parents):
@@ -474,13 +589,253 @@ def _jsv_pruned(record: RunRecord | None) -> float | None:
     return pruned.get("mean") if isinstance(pruned, dict) else None
 
 
+# -- lease locks ------------------------------------------------------------------------
+#
+# ``fcntl.flock`` is unreliable on NFS (and per-host at best), so a lock is a *lease file*
+# next to the lock path: ``<path>.lease``, created atomically (a hard link of a fully
+# written temporary file, or ``O_CREAT | O_EXCL`` where links are not supported; both are
+# atomic on NFS) and holding its owner (host, pid, a random token) and a heartbeat time that
+# a daemon thread refreshes every few seconds while the lock is held. A waiter takes over a
+# *stale* lease: one whose heartbeat is older than the lease timeout (also as seen by the
+# waiter's own clock, so clock skew between machines cannot keep a dead lease alive), or
+# one whose owner is a dead process on this host (same host name, boot and pid namespace).
+# Takeover and release rename the lease to a unique name first and read it back, so two
+# waiters never both win and a release never removes somebody else's lease. A lost worker
+# therefore never leaves a stage locked forever. Locks are re-entrant within one thread.
+
+#: seconds without a heartbeat after which a lease is stale (env ``PRUNEBENCH_LEASE_TIMEOUT``)
+LEASE_TIMEOUT = 60.0
+_held = threading.local()
+
+
+def lease_timeout() -> float:
+    raw = os.environ.get("PRUNEBENCH_LEASE_TIMEOUT")
+    try:
+        value = float(raw) if raw else LEASE_TIMEOUT
+    except ValueError:
+        value = LEASE_TIMEOUT
+    return value if value > 0 else LEASE_TIMEOUT
+
+
+def lease_path(path: Path) -> Path:
+    """The lease file of the lock ``path``."""
+    return path.with_name(path.name + ".lease")
+
+
+def _read_lease(lease: Path) -> dict[str, Any] | None:
+    """The lease's owner record; ``None`` when there is no lease; ``{}`` when it cannot be
+    parsed (treated as owned by somebody unknown)."""
+    try:
+        text = lease.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {}
+    try:
+        data = json.loads(text.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _pid_dead(pid: object) -> bool:
+    """``pid`` (on this host) is certainly not a running process (a zombie counts as dead)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2:].startswith(("Z", "X"))
+    except (OSError, ValueError):
+        return False
+
+
+_NODE: str | None = None
+
+
+def _node() -> str:
+    """This host and pid namespace (host name, boot id, pid-namespace inode): pids are only
+    comparable between processes with the same node (two machines or containers may share
+    a host name)."""
+    global _NODE
+    if _NODE is None:
+        parts = [socket.gethostname()]
+        with contextlib.suppress(OSError):
+            parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        with contextlib.suppress(OSError):
+            parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+        _NODE = "/".join(parts)
+    return _NODE
+
+
+def _lease_text(token: str, heartbeat: float, acquired: float) -> bytes:
+    return json.dumps({"host": socket.gethostname(), "node": _node(), "pid": os.getpid(),
+                       "token": token, "acquired": acquired, "heartbeat": heartbeat}).encode()
+
+
+def _write_tmp(lease: Path, token: str, data: bytes) -> Path:
+    tmp = lease.with_name(f"{lease.name}.{token}.{time.monotonic_ns()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def _create_lease(lease: Path, token: str, data: bytes) -> bool:
+    """Atomically create ``lease`` with ``data``; False when it exists already."""
+    tmp = _write_tmp(lease, token, data)
+    try:
+        try:
+            os.link(tmp, lease)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here: exclusive create instead
+            pass
+        try:
+            fd = os.open(lease, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _remove_lease(lease: Path, token: str, expected: str | None) -> bool:
+    """Remove ``lease`` if it still holds the token ``expected`` (None: an unreadable
+    lease). Rename first, read back: a lease that changed meanwhile is put back."""
+    grabbed = lease.with_name(f"{lease.name}.{token}.{time.monotonic_ns()}.gone")
+    try:
+        os.rename(lease, grabbed)
+    except FileNotFoundError:
+        return False
+    data = _read_lease(grabbed) or {}
+    if data.get("token") == expected:
+        with contextlib.suppress(OSError):
+            os.unlink(grabbed)
+        return True
+    try:  # not the lease we meant: restore it
+        os.link(grabbed, lease)
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links here
+        with contextlib.suppress(OSError):
+            if not lease.exists():
+                os.rename(grabbed, lease)
+    with contextlib.suppress(OSError):
+        os.unlink(grabbed)
+    return False
+
+
+class _Lease:
+    def __init__(self, path: Path) -> None:
+        self.lease = lease_path(path)
+        self.token = secrets.token_hex(8)
+        self.timeout = lease_timeout()
+        self.interval = max(0.05, min(5.0, self.timeout / 4))
+        self.acquired = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        self.lease.parent.mkdir(parents=True, exist_ok=True)
+        seen: tuple[Any, float] | None = None  # (lease content, when first seen unchanged)
+        delay = 0.02
+        warned = False
+        while True:
+            now = time.time()
+            self.acquired = now
+            if _create_lease(self.lease, self.token, _lease_text(self.token, now, now)):
+                break
+            data = _read_lease(self.lease)
+            if data is None:
+                continue  # released meanwhile: try again at once
+            key = json.dumps(data, sort_keys=True)
+            if seen is None or seen[0] != key:
+                seen = (key, time.monotonic())
+            if self._stale(data, time.monotonic() - seen[1]):
+                if _remove_lease(self.lease, self.token, data.get("token")):
+                    log.warning("warning: took over the stale lock %s (owner %s pid %s)",
+                                self.lease, data.get("host", "?"), data.get("pid", "?"))
+                seen = None
+                continue
+            if not warned and time.monotonic() - (seen[1] if seen else 0) > 30:
+                log.info("waiting for the lock %s (held by %s pid %s)", self.lease,
+                         data.get("host", "?"), data.get("pid", "?"))
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+        self._thread = threading.Thread(target=self._beat, name=f"lease {self.lease.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _stale(self, data: dict[str, Any], unchanged_for: float) -> bool:
+        if unchanged_for > self.timeout:
+            return True  # no heartbeat seen for a whole timeout, by our own clock
+        beat = data.get("heartbeat")
+        if isinstance(beat, (int, float)) and time.time() - beat > self.timeout:
+            return True
+        return data.get("node") == _node() and _pid_dead(data.get("pid"))
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            data = _read_lease(self.lease)
+            if data is None:  # moved aside for a moment by a waiter's takeover check
+                continue
+            if data.get("token") != self.token:
+                log.warning("warning: the lock %s was taken over by %s pid %s while held "
+                            "(no heartbeat for %.0f s)", self.lease, data.get("host", "?"),
+                            data.get("pid", "?"), self.timeout)
+                return
+            with contextlib.suppress(OSError):
+                tmp = _write_tmp(self.lease, self.token,
+                                 _lease_text(self.token, time.time(), self.acquired))
+                try:
+                    os.replace(tmp, self.lease)
+                except OSError:
+                    os.unlink(tmp)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        data = _read_lease(self.lease)
+        if data is not None and data.get("token") == self.token:
+            _remove_lease(self.lease, self.token, self.token)
+
+
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (a lock file), so two workers never build one stage."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    """An exclusive lock on ``path`` across processes and machines (a lease file, see
+    above), so two workers never build one stage. Re-entrant within one thread."""
+    held: dict[str, int] = _held.__dict__.setdefault("paths", {})
+    key = os.path.abspath(path)
+    if held.get(key):
+        held[key] += 1
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            held[key] -= 1
+        return
+    lease = _Lease(Path(path))
+    lease.acquire()
+    held[key] = 1
+    try:
+        yield
+    finally:
+        held.pop(key, None)
+        lease.release()

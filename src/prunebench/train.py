@@ -42,11 +42,25 @@ from prunebench.recipe import TrainCfg
 
 
 class Reporter(Protocol):
-    """Progress sink (the CLI shows a rich bar; the library default is silent)."""
+    """Progress sink (the CLI shows one study-level display on a terminal and one plain
+    line per epoch otherwise; the library default is silent).
+
+    Optional, called through :func:`report` when the reporter has them: ``begin(total,
+    title)`` (a study or grid of ``total`` runs starts), ``start_cell(label, n)`` (the next
+    ``n`` runs start: ``n`` > 1 when stacked), ``end_cell(result)`` (a run finished: its
+    :class:`~prunebench.record.RunResult`), ``warn(text)``.
+    """
 
     def start_epoch(self, phase: str, epoch: int, total: int, n_batches: int) -> None: ...
     def advance(self) -> None: ...
     def end_epoch(self, metrics: dict[str, Any]) -> None: ...
+
+
+def report(reporter: Any, event: str, *args: Any) -> None:
+    """``reporter.<event>(*args)`` when the reporter exists and has that event."""
+    hook = getattr(reporter, event, None) if reporter is not None else None
+    if hook is not None:
+        hook(*args)
 
 
 class StepHooks:

@@ -102,6 +102,11 @@ FIELD_ROLES: dict[str, str] = {
     "speed.channels_last": "ignore:fast path: how a step runs, not what it computes",
     "speed.fused_sgd": "ignore:fast path: how a step runs, not what it computes",
     "speed.eval_batch_size": "ignore:evaluation batching does not change the weights",
+    "log.to": "ignore:experiment trackers only read metrics",
+    "log.dir": "ignore:experiment trackers only read metrics",
+    "log.tracking_uri": "ignore:experiment trackers only read metrics",
+    "log.project": "ignore:experiment trackers only read metrics",
+    "log.wandb_mode": "ignore:experiment trackers only read metrics",
 }
 
 ROLES = ("seed", "dataset", "split", "network", "base", "recipe", "trajectory", "method")

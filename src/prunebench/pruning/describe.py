@@ -92,5 +92,56 @@ def describe(
         },
         "ratios": dict(outcome.ratios),
         "solved_ratio": outcome.solved_ratio,
+        **({"target": _target_info(target_speedup, target_param_sparsity, summary, outcome)}
+           if outcome.solved_ratio is not None else {}),
         "convention": CONVENTION,
     }
+
+
+def _target_info(speedup: float | None, sparsity: float | None, summary: dict[str, Any],
+                 outcome: Any) -> dict[str, Any]:
+    """How close a speedup / sparsity target got: the smallest uniform ratio reaching it, and
+    the next smaller ratio (which falls short); ratios move in whole filters per layer."""
+    kind = "speedup" if speedup is not None else "param_sparsity"
+    return {"kind": kind, "target": speedup if speedup is not None else sparsity,
+            "achieved": summary[kind], "ratio": outcome.solved_ratio, "below": outcome.below}
+
+
+def _num(kind: str, value: float) -> str:
+    return f"{value:.3g}x" if kind == "speedup" else f"{value:.2f} %"
+
+
+def summary_lines(info: dict[str, Any]) -> list[str]:
+    """A human summary of :func:`describe`'s result (what ``prunebench describe`` prints)."""
+    shape = "x".join(str(d) for d in info["input_shape"])
+    lines = [
+        f"{info['model']} on {info['dataset']} ({shape}), {info['method']} "
+        f"{info['scheme']} pruning",
+        f"params   {info['params_dense']:>14,} -> {info['params_pruned']:>14,}  "
+        f"({info['param_sparsity']:.2f} % sparsity)",
+        f"MACs     {info['macs_dense']:>14,} -> {info['macs_pruned']:>14,}  "
+        f"({info['flops_sparsity']:.2f} % fewer FLOPs)",
+        f"speedup  {info['speedup']:.2f}x",
+    ]
+    layers = info.get("layers") or {}
+    pruned = {n: kt for n, kt in layers.items() if kt[0] < kt[1]}
+    if pruned:
+        lines.append(f"pruned layers ({len(pruned)} of {len(layers)}):")
+        for name, (kept, total) in pruned.items():
+            lines.append(f"  {name:32s} {kept:>5d} / {total:<5d} kept "
+                         f"(ratio {info['ratios'].get(name, 1 - kept / total):.4g})")
+    target = info.get("target")
+    if target:
+        kind = target["kind"]
+        what = "speedup" if kind == "speedup" else "parameter sparsity"
+        line = (f"target {what} {_num(kind, target['target'])}: achieved "
+                f"{_num(kind, target['achieved'])} at uniform ratio {target['ratio']:.4g}")
+        below = target.get("below")
+        if below:
+            line += (f"; the next smaller ratio, {below['ratio']:.4g}, gives "
+                     f"{_num(kind, below[kind])} (short of it): ratios move in whole filters "
+                     "(ceil(ratio * n) per layer), so nothing in between is reachable "
+                     "with one ratio")
+        lines.append(line)
+    lines.append(f"({info['convention']})")
+    return lines

@@ -387,6 +387,7 @@ def prune_model(
         )
 
     solved: list[float] = []
+    below: list[dict[str, float]] = []
     counter_box: list[ShapeCounter] = []
 
     def allocate(scores: dict[str, torch.Tensor], graph: tp.DependencyGraph) -> dict[str, int]:
@@ -414,6 +415,10 @@ def prune_model(
 
         ratio, counts = _solve(target[0], target[1], candidates, counts_at, counter)
         solved.append(ratio)
+        i = candidates.index(ratio)
+        if i > 0:  # the nearest ratio that falls short: how close a target can get
+            value = _metric(target[0], counter, *counter.count(counts_at(candidates[i - 1])))
+            below.append({"ratio": candidates[i - 1], target[0]: value})
         return counts
 
     outcome = prune_structured(
@@ -426,6 +431,7 @@ def prune_model(
         counter = counter_box[0]
         params, macs = count_params(model), count_macs(model, input_shape=shape)
         outcome.solved_ratio = solved[0]
+        outcome.below = below[0] if below else None
         outcome.achieved = {
             "speedup": counter.macs_dense / macs,
             "param_sparsity": 100.0 * (1.0 - params / counter.params_dense),

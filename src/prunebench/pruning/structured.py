@@ -41,7 +41,9 @@ class PruneOutcome:
     ``n_pruned`` / ``n_total``: channels removed / channels before pruning;
     ``ratios``: the per-layer ratio actually applied (``n_pruned / n_total``);
     ``solved_ratio``: the uniform ratio found for a speedup / sparsity target, if any, and
-    ``achieved``: the ``speedup`` / ``param_sparsity`` measured on the pruned model then.
+    ``achieved``: the ``speedup`` / ``param_sparsity`` measured on the pruned model then;
+    ``below``: the next smaller candidate ratio and the target metric it reaches (short of
+    the target: ratios move in whole filters), or None.
     """
 
     kept: dict[str, list[int]] = field(default_factory=dict)
@@ -50,6 +52,7 @@ class PruneOutcome:
     ratios: dict[str, float] = field(default_factory=dict)
     solved_ratio: float | None = None
     achieved: dict[str, float] = field(default_factory=dict)
+    below: dict[str, float] | None = None
 
 
 @contextmanager

@@ -21,9 +21,9 @@ def _fail(exc: PrunebenchError) -> NoReturn:
 
 
 def report(
-    source: Annotated[Path, typer.Argument(
+    source: Annotated[Path | None, typer.Argument(
         help="a run store (its studies, or its runs when it has none), or one study "
-             "manifest (.json)")],
+             "manifest (.json); default: --out")] = None,
     format_: Annotated[str, typer.Option(
         "--format", "-f", help="terminal | md | latex | csv | html")] = "terminal",
     output: Annotated[Path | None, typer.Option(
@@ -39,6 +39,9 @@ def report(
     runs: Annotated[bool, typer.Option(
         "--runs", help="report the store's runs (grouped by configuration and rate) "
                        "instead of its studies")] = False,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="run store directory, as for every other command (the positional "
+                      "SOURCE is kept; default: runs)")] = None,
 ) -> None:
     """Tables, findings, figures and an HTML page for the studies in a run store (or,
     for a store without studies, --runs or --where: for its runs)."""
@@ -51,6 +54,10 @@ def report(
         write_report,
     )
 
+    if source is not None and out is not None and source != out:
+        _fail(PrunebenchError(f"report takes one store: got {str(source)!r} and "
+                              f"--out {str(out)!r}"))
+    source = source if source is not None else out if out is not None else Path("runs")
     try:
         fmt = check_format(format_)
         check_against(against)

@@ -14,12 +14,20 @@ worker process that dies fails the cells in flight at that moment (the pool is r
 the rest). ``KeyboardInterrupt`` still stops everything (an interrupted run resumes on
 the next call).
 
+Only the driver writes the run index. Worker processes (process and Ray backends) run with
+``PRUNEBENCH_INDEX_WRITES=0``: they write their run folders (the truth) and never open
+the SQLite index, which is unreliable on shared filesystems; the driver records each
+finished job's runs from their folders (:meth:`prunebench.store.RunStore.record_folders`).
+Stages are shared through lease locks (:func:`prunebench.store.locked`), which work
+across machines and are taken over when their holder dies.
+
 Ray (``backend="ray"``) needs ``pip install 'prunebench[ray]'`` and, across machines, a
 run store on a filesystem every worker sees (``--out`` on NFS or similar).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -30,7 +38,12 @@ from typing import Any
 from prunebench.errors import PrunebenchError, RecipeError
 from prunebench.record import RunResult
 
+log = logging.getLogger("prunebench.studies")
+
 BACKENDS = ("serial", "process", "ray")
+#: set to ``0`` in worker processes: their :class:`~prunebench.store.RunStore` never writes
+#: the index
+WORKER_ENV = "PRUNEBENCH_INDEX_WRITES"
 
 
 def run_job(recipes: Sequence[dict[str, Any]], out: str, stack: int = 1,
@@ -52,7 +65,15 @@ def _run_one(recipes: Sequence[dict[str, Any]], out: str, threads: int,
     import torch
 
     torch.set_num_threads(threads)
-    return run_job(recipes, out, stack)
+    before = os.environ.get(WORKER_ENV)
+    os.environ[WORKER_ENV] = "0"  # only the driver writes the index (see the module doc)
+    try:
+        return run_job(recipes, out, stack)
+    finally:  # (Ray's local mode runs this in the driver)
+        if before is None:
+            os.environ.pop(WORKER_ENV, None)
+        else:
+            os.environ[WORKER_ENV] = before
 
 
 def _lost(recipe: dict[str, Any], out: str, exc: BaseException) -> RunResult:
@@ -65,6 +86,18 @@ def _lost(recipe: dict[str, Any], out: str, exc: BaseException) -> RunResult:
     rid = plan(_coerce(recipe, None, None, None))[-1].key
     return RunResult(rid, Path(out) / rid, {"id": rid, "status": "failed",
                                             "error": _error_text(exc)}, recipe)
+
+
+def _index_runs(out: str, got: Sequence[RunResult]) -> None:
+    """Record ``got``'s runs in the index from their folders (in the driver). The folders
+    are the truth: a failure here only leaves the index behind, which any later read
+    reconciles, so it is logged, never raised."""
+    from prunebench.store import RunStore
+
+    try:
+        RunStore(out, index_writes=True).record_folders([r.id for r in got])
+    except Exception as exc:  # noqa: BLE001 - the index is a cache
+        log.warning("warning: could not index runs %s: %s", ", ".join(r.id for r in got), exc)
 
 
 def _collect(recipes: Sequence[dict[str, Any]], out: str,
@@ -103,8 +136,10 @@ def run_cells(
     jobs = [list(j) for j in jobs] if jobs is not None else [[i] for i in range(len(recipes))]
     results: dict[int, RunResult] = {}
 
-    def store(job: list[int], got: list[RunResult]) -> None:
+    def store(job: list[int], got: list[RunResult], *, index: bool = False) -> None:
         results.update(zip(job, got, strict=True))
+        if index:  # a worker wrote these runs' folders: the driver indexes them
+            _index_runs(out, got)
 
     if backend == "serial" or workers == 1 or len(jobs) <= 1:
         assert serial is not None
@@ -132,7 +167,7 @@ def run_cells(
                         pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
                         futures.append((job, pool.submit(_run_one, *args)))
                 for job, f in futures:
-                    store(job, _collect([recipes[i] for i in job], out, f.result))
+                    store(job, _collect([recipes[i] for i in job], out, f.result), index=True)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -152,5 +187,5 @@ def run_cells(
                     for job in wave]
             for job, ref in refs:
                 store(job, _collect([recipes[i] for i in job], out,
-                                    lambda ref=ref: ray.get(ref)))
+                                    lambda ref=ref: ray.get(ref)), index=True)
     return [results[i] for i in range(len(recipes))]

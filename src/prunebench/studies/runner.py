@@ -31,7 +31,7 @@ from prunebench.stacked_runs import auto_stack, stack_jobs
 from prunebench.store import RunStore
 from prunebench.studies.executor import run_cells, run_job
 from prunebench.studies.spec import StudySpec, load_study
-from prunebench.train import Reporter
+from prunebench.train import Reporter, report
 
 
 @dataclass
@@ -151,8 +151,17 @@ def run_study(
                                   "seed": cell.seed, "run": chain[-1].key})
     io.write_json(path, {**manifest, "complete": False})
 
+    short = [*(f"{c.row} / {c.column}" + (f" / seed {c.seed}" if manifest["seeds"] > 1
+                                            else "") for c in cells),
+             *(f"dense reference, seed {seed}" for seed in dense)]
+    report(reporter, "begin", len(recipes), f"study {spec.name} ({preset})")
+
     def serial(job: list[int]) -> list[RunResult]:
-        return run_job([recipes[i] for i in job], str(out), k, reporter)
+        report(reporter, "start_cell", " + ".join(short[i] for i in job), len(job))
+        got = run_job([recipes[i] for i in job], str(out), k, reporter)
+        for res in got:
+            report(reporter, "end_cell", res)
+        return got
 
     # finished runs and repeated recipes are not stacked (they return from the store)
     store, seen, skip = RunStore(out), set[str](), list[bool]()

@@ -119,6 +119,10 @@ def test_stacked_study_equals_one_by_one(study_file, stacked, tmp_path):
     stacked_rows = {c["run"] for c in stacked_manifest["cells"] if c["stack"] == 4}
     for rid in stacked_rows:
         assert {r["stack"] for r in _retrain_rows(out_s, rid)} == {4}
+        # the record never claims the fast path for the stacked (eager, vmap'd) retraining
+        assert res_s[rid]["speed"]["retrain"] == {"stacked": 4, "compile": False,
+                                                  "cuda_graphs": False, "channels_last": False,
+                                                  "fused_sgd": False}
     # the index rows: the same runs, statuses and accuracies
     idx_s = {r["id"]: (r["status"], r.get("test_acc")) for r in RunStore(out_s).list_runs()}
     idx_1 = {r["id"]: (r["status"], r.get("test_acc")) for r in RunStore(out_1).list_runs()}

@@ -499,6 +499,10 @@ def finish_run(prep: Prepared, state: TrainState | None) -> dict[str, Any]:
             result[key] = final_info[key]
     if ctx.speed is not None:  # again: a failed compile during retraining fell back to eager
         result["speed"] = ctx.speed.record()
+        k = int(result.get("stack") or 1)
+        if k > 1:  # the stacked step is vmap'd eager: say so rather than claim the fast path
+            result["speed"]["retrain"] = {"stacked": k, "compile": False, "cuda_graphs": False,
+                                          "channels_last": False, "fused_sgd": False}
     result["seconds"] = round(time.perf_counter() - prep.t0, 3)
     return result
 

@@ -20,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from prunebench import runs_view
 from prunebench.errors import PrunebenchError
 from prunebench.report.terminal import metrics_table, result_rows, results_table, runs_table
 from prunebench.store import RunStore
@@ -388,7 +389,7 @@ def runs_cmd(
     """List the runs of a store: id, variant (study row), method, ratio, LR, seed, init,
     status, final accuracy, TA, speedup. Ids are never cut."""
     try:
-        rows = api.runs(out, where=where, sort=sort)
+        rows = runs_view.runs(out, where=where, sort=sort)
     except PrunebenchError as exc:
         _fail(exc)
     if json_:
@@ -411,7 +412,7 @@ def show(
 ) -> None:
     """Show one run: its effective recipe, result and per-epoch metrics."""
     try:
-        data = api.show(run_id, out)
+        data = runs_view.show(run_id, out)
     except PrunebenchError as exc:
         _fail(exc)
     if json_:
@@ -421,7 +422,7 @@ def show(
     rec = data["record"]
     status = rec.status if rec is not None else "incomplete"
     console.print(f"[bold]run {data['id']}[/bold]  status: {status}")
-    recipe, notes = api.effective_recipe(data)
+    recipe, notes = runs_view.effective_recipe(data)
     console.print("# effective recipe (what the run trained)", highlight=False, markup=False)
     for note in notes:
         console.print(f"# {note}", highlight=False, markup=False, soft_wrap=True)
@@ -450,7 +451,7 @@ def show(
             summary["param_sparsity"] = rec.rate_sparsity
             summary["flops_sparsity"] = rec.pruned.flops_sparsity
             summary["speedup"] = rec.rate_speedup
-        console.print(yaml.safe_dump({"result": api.rounded(summary)}, sort_keys=False
+        console.print(yaml.safe_dump({"result": runs_view.rounded(summary)}, sort_keys=False
                                      ).rstrip(), highlight=False, markup=False)
     console.print(metrics_table(data["metrics"]))
 

@@ -50,6 +50,8 @@ DEFAULT_REQUIRED = "S3.2"
 
 def parse_where(filters: list[str] | None) -> list[tuple[str, Any, str]]:
     """``[(dotted_key, parsed_value, text), ...]``; bad filters raise one-line errors."""
+    if not filters:
+        return []  # no Recipe() to build: validating it imports the pruning registry (torch)
     defaults = Recipe().model_dump(mode="json")
     out = []
     for item in filters or []:

@@ -1,13 +1,19 @@
 """Figures of a study (matplotlib, Agg; each written as PNG and SVG).
 
-- ``accuracy``: test accuracy vs retraining epoch per variant, one panel per ratio
+- ``accuracy``: test accuracy vs epoch after pruning per variant, one panel per ratio
   (the paper's Fig. 2/3 kind);
 - ``ta``: trainability accuracy per variant (bars per ratio);
-- ``jsv``: mean Jacobian singular value vs retraining epoch (epoch 0 = right after
+- ``jsv``: mean Jacobian singular value vs epoch after pruning (epoch 0 = right after
   pruning), when the runs measured it;
 - ``ratio``: final accuracy vs ratio, pruning rows solid, scratch rows dashed;
 - ``lr``: LR sensitivity, final accuracy vs initial retraining LR, for variants that differ
   only in the retraining LR (same schedule kind).
+
+Every figure carries its own suptitle (what it shows, the study, and a subtitle about this
+figure's data: seed count, line styles drawn, reference line), one legend (shared below the
+panels of a multi-panel figure), a dotted dense-accuracy line where the y axis is test
+accuracy, panels on shared axes (scratch and retrained rows on one "epoch after pruning"
+axis from 0), TA bars from 0, and error bars / std bands only for cells of two or more seeds.
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state), so
 reports can be made from threads and never open a window.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,9 +74,14 @@ def _t(text: object) -> str:
     return str(text).replace("$", r"\$")
 
 
+#: the gid of the dense reference line (``axhline``) in the accuracy-like figures
+DENSE_GID = "dense-reference"
+
+
 def _panels(study: StudyData, n: int) -> tuple[Figure, list[Any]]:
-    fig = Figure(figsize=(min(4.0 * n, 14), 3.3), layout="constrained")
-    axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
+    """One panel per column, sharing both axes (same y range, same epoch/LR range)."""
+    fig = Figure(figsize=(min(4.0 * n, 14), 3.6), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False, sharey=True, sharex=True)[0]
     return fig, list(axes)
 
 
@@ -82,73 +94,159 @@ def _styles(study: StudyData) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _curve_figure(study: StudyData, metric: str, ylabel: str,
-                  with_prune_point: bool) -> Figure | None:
+def _max_seeds(study: StudyData, get: Callable[[RunData], Any],
+               rows: list[str] | None = None) -> int:
+    """The most seeds any (row, column) cell has a value from."""
+    counts = [sum(1 for r in study.runs(row, col) if get(r) is not None)
+              for row in (study.rows if rows is None else rows) for col in study.columns]
+    return max(counts, default=0)
+
+
+def _seed_note(n: int, spread: str) -> str:
+    if n <= 1:
+        return "single seed (no error bars)"
+    return f"mean over up to {n} seeds, {spread} = ±1 std"
+
+
+def _line_note(study: StudyData, rows: list[str] | None = None) -> str | None:
+    """The line-style key, only when the figure shows both kinds of rows."""
+    kinds = {_is_scratch(study.runs(r)) for r in (study.rows if rows is None else rows)
+             if study.runs(r)}
+    return "solid: pruned + retrained, dashed: trained from scratch" if len(kinds) == 2 else None
+
+
+def _finish(fig: Figure, study: StudyData, title: str, notes: list[str | None]) -> Figure:
+    """The figure's own title: what it shows, of which study, with a subtitle about this
+    figure's data (seeds, line styles, reference lines) and nothing else."""
+    head = f"{title}: {_t(study.key)}"
+    sub = textwrap.fill("; ".join(n for n in notes if n), int(fig.get_figwidth() * 15))
+    fig.suptitle(f"{head}\n{sub}" if sub else head, fontsize=9)
+    return fig
+
+
+def _dense_line(ax: Any, dense: float | None) -> None:
+    if dense is not None:
+        ax.axhline(dense, color="0.35", linestyle=":", linewidth=1.0, zorder=1,
+                   label=f"dense ({dense:.2f} %)", gid=DENSE_GID)
+
+
+def _shared_legend(fig: Figure, axes: list[Any]) -> None:
+    """One legend for the whole figure (panels share rows and styles), below the panels;
+    a row that has no curve in one panel is still listed once."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+                   ncols=min(len(handles), 4))
+
+
+def _errorbars(ax: Any, xs: list[Any], stats: list[tuple[float, float, int]],
+               **kw: Any) -> None:
+    """Points joined by lines, with ±1 std bars only for cells of two or more seeds."""
+    means = [m for m, _, _ in stats]
+    if any(n > 1 for _, _, n in stats):
+        ax.errorbar(xs, means, yerr=[s if n > 1 else float("nan") for _, s, n in stats],
+                    capsize=2, **kw)
+    else:
+        ax.plot(xs, means, **kw)
+
+
+def _curve_figure(study: StudyData, metric: str, ylabel: str, with_prune_point: bool,
+                  title: str, dense: float | None) -> Figure | None:
     cols = study.columns
     styles = _styles(study)
     if not any(r.curve(metric) for r in study.all_runs):
         return None
     fig, axes = _panels(study, len(cols))
+    n_seeds = 0
+    last = {True: 0, False: 0}  # last epoch drawn, scratch rows / retrained rows
     for ax, col in zip(axes, cols, strict=True):
+        _dense_line(ax, dense)
         for row in study.rows:
             curves = []
             for r in study.runs(row, col):
                 c = r.curve(metric)
                 if with_prune_point:
                     c = r.curve(metric, "prune") + c
-                curves.append(c)
+                if c:
+                    curves.append(c)
             xs, means, stds = _mean_curve(curves)
             if not xs:
                 continue
+            n_seeds = max(n_seeds, len(curves))
+            scratch = _is_scratch(study.runs(row))
+            last[scratch] = max(last[scratch], xs[-1])
             ax.plot(xs, means, label=_t(row), **styles[row])
-            if any(stds):
+            if len(curves) > 1 and any(stds):
                 lo = [m - s for m, s in zip(means, stds, strict=True)]
                 hi = [m + s for m, s in zip(means, stds, strict=True)]
                 ax.fill_between(xs, lo, hi, color=styles[row]["color"], alpha=0.15, lw=0)
         ax.set_title(_t(col))
-        ax.set_xlabel("retraining epoch")
+        ax.set_xlabel("epoch after pruning")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # every panel, and scratch and retrained rows alike, on one epoch axis from 0 (the
+    # pruned model / the fresh init) to the longest run
+    axes[0].set_xlim(0, max(max(last.values()), 1))
     axes[0].set_ylabel(ylabel)
-    axes[-1].legend(loc="best")
-    return fig
+    _shared_legend(fig, axes)
+    budgets = None
+    if last[True] and last[False] and last[True] != last[False]:
+        budgets = (f"scratch rows train {last[True]} epochs, "
+                   f"pruned rows retrain {last[False]}")
+    return _finish(fig, study, title, [
+        _seed_note(n_seeds, "band"), _line_note(study), budgets,
+        None if dense is None else "dotted: dense model"])
 
 
 def accuracy_figure(study: StudyData) -> Figure | None:
-    return _curve_figure(study, "test_acc", "test accuracy (%)", with_prune_point=False)
+    return _curve_figure(study, "test_acc", "test accuracy (%)", with_prune_point=False,
+                         title=BUILDERS["accuracy"][0], dense=study.dense_acc)
 
 
 def jsv_figure(study: StudyData) -> Figure | None:
-    return _curve_figure(study, "jsv_mean", "mean JSV", with_prune_point=True)
+    # no dense reference: the runs measure JSV from the pruned model on (epoch 0) only
+    return _curve_figure(study, "jsv_mean", "mean JSV", with_prune_point=True,
+                         title=BUILDERS["jsv"][0], dense=None)
 
 
-def _stat(runs: list[RunData], get: Callable[[RunData], float | None]) -> tuple[float, float]:
+def _stat(runs: list[RunData], get: Callable[[RunData], float | None]
+          ) -> tuple[float, float, int]:
+    """(mean, std, number of seeds) of one cell; std is 0 for one seed."""
     vals = [v for v in (get(r) for r in runs) if v is not None]
     if not vals:
-        return float("nan"), 0.0
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+        return float("nan"), 0.0, 0
+    return (statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0),
+            len(vals))
 
 
 def ta_figure(study: StudyData) -> Figure | None:
     if not any(r.ta is not None for r in study.all_runs):
         return None
     rows, cols = study.rows, study.columns
-    fig = Figure(figsize=(min(max(6.0, 1.5 + 0.5 * len(rows) * max(1, len(cols))), 14), 3.8),
+    fig = Figure(figsize=(min(max(6.0, 1.5 + 0.5 * len(rows) * max(1, len(cols))), 14), 4.0),
                  layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(len(cols), 1)
+    n_seeds = _max_seeds(study, lambda r: r.ta)
     for j, col in enumerate(cols):
         stats = [_stat(study.runs(row, col), lambda r: r.ta) for row in rows]
         xs = [i + (j - (len(cols) - 1) / 2) * width for i in range(len(rows))]
-        ax.bar(xs, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=2,
-               label=_t(col), color=f"C{j % 10}")
+        yerr = ([s if n > 1 else float("nan") for _, s, n in stats] if n_seeds > 1
+                else None)
+        # bars start at 0: their length is the value (no truncated axis)
+        ax.bar(xs, [m for m, _, _ in stats], width, bottom=0, yerr=yerr,
+               capsize=2 if yerr else 0, label=_t(col), color=f"C{j % 10}")
     ax.set_xticks(range(len(rows)), [_t(r) for r in rows], rotation=20, ha="right")
     ax.set_ylabel("trainability accuracy TA (%)")
-    ax.set_title("TA per variant (compare within one LR schedule)")
-    ax.legend(loc="best")
-    finite = [r.ta for r in study.all_runs if r.ta is not None]
-    if finite:
-        ax.set_ylim(bottom=max(0.0, min(finite) - 5))
-    return fig
+    ax.set_ylim(bottom=0)
+    ax.grid(False, axis="x")
+    if len(cols) > 1:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="ratio")
+    return _finish(fig, study, BUILDERS["ta"][0], [
+        _t(cols[0]) if len(cols) == 1 else None,
+        _seed_note(n_seeds, "bars"), "compare TA within one LR schedule"])
 
 
 def ratio_figure(study: StudyData) -> Figure | None:
@@ -156,18 +254,20 @@ def ratio_figure(study: StudyData) -> Figure | None:
     if len(cols) < 2:
         return None
     styles = _styles(study)
-    fig = Figure(figsize=(6.0, 3.8), layout="constrained")
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.subplots()
+    dense = study.dense_acc
+    _dense_line(ax, dense)
     for row in study.rows:
         stats = [_stat(study.runs(row, col), lambda r: r.test_acc) for col in cols]
-        ax.errorbar(range(len(cols)), [m for m, _ in stats], yerr=[s for _, s in stats],
-                    capsize=2, label=_t(row), **styles[row])
+        _errorbars(ax, list(range(len(cols))), stats, label=_t(row), **styles[row])
     ax.set_xticks(range(len(cols)), [_t(c) for c in cols])
     ax.set_xlabel("pruning ratio")
     ax.set_ylabel("final test accuracy (%)")
-    ax.set_title("Pruning (solid) vs scratch (dashed)")
     ax.legend(loc="best")
-    return fig
+    return _finish(fig, study, BUILDERS["ratio"][0], [
+        _seed_note(_max_seeds(study, lambda r: r.test_acc), "bars"), _line_note(study),
+        None if dense is None else "dotted: dense model"])
 
 
 def _lr_groups(study: StudyData) -> dict[str, dict[float, str]]:
@@ -207,25 +307,30 @@ def lr_figure(study: StudyData) -> Figure | None:
         return None
     cols = study.columns
     fig, axes = _panels(study, len(cols))
+    dense = study.dense_acc
     for ax, col in zip(axes, cols, strict=True):
+        _dense_line(ax, dense)
         for gi, members in enumerate(groups.values()):
             lrs = sorted(members)
             stats = [_stat(study.runs(members[lr], col), lambda r: r.test_acc) for lr in lrs]
             label = _t(" / ".join(members[lr] for lr in lrs))
-            ax.errorbar(lrs, [m for m, _ in stats], yerr=[s for _, s in stats], capsize=2,
-                        marker="o", markersize=3, color=f"C{gi % 10}", label=label)
+            _errorbars(ax, lrs, stats, marker="o", markersize=3, color=f"C{gi % 10}",
+                       label=label)
         ax.set_xscale("log")
         ax.set_title(_t(col))
         ax.set_xlabel("initial retraining LR")
     axes[0].set_ylabel("final test accuracy (%)")
-    axes[-1].legend(loc="best")
-    return fig
+    _shared_legend(fig, axes)
+    rows = [row for members in groups.values() for row in members.values()]
+    return _finish(fig, study, BUILDERS["lr"][0], [
+        _seed_note(_max_seeds(study, lambda r: r.test_acc, rows), "bars"),
+        None if dense is None else "dotted: dense model"])
 
 
 BUILDERS: dict[str, tuple[str, Callable[[StudyData], Figure | None]]] = {
-    "accuracy": ("Test accuracy vs retraining epoch", accuracy_figure),
+    "accuracy": ("Test accuracy vs epoch after pruning", accuracy_figure),
     "ta": ("Trainability accuracy per variant", ta_figure),
-    "jsv": ("Mean JSV vs retraining epoch", jsv_figure),
+    "jsv": ("Mean JSV vs epoch after pruning", jsv_figure),
     "ratio": ("Accuracy vs pruning ratio", ratio_figure),
     "lr": ("LR sensitivity", lr_figure),
 }
@@ -243,7 +348,8 @@ def write_figures(study: StudyData, folder: str | Path,
             fig = build(study)
             if fig is None:
                 continue
-            fig.suptitle(f"{title} [{_t(study.key)}]", fontsize=9)
+            if not fig.get_suptitle():
+                _finish(fig, study, title, [])
             png, svg = folder / f"{kind}.png", folder / f"{kind}.svg"
             fig.savefig(png, dpi=110)
             fig.savefig(svg, metadata={"Date": None})

@@ -22,6 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES = ["lr-effect", "scratch-vs-inherit", "lr-catch-up", "crossval", "trainability"]
 TIMINGS = "findings-timings.json"
+COMMAND = "findings-command.txt"  # the command that trained the store
 
 
 # -- running ------------------------------------------------------------------------------
@@ -720,6 +721,15 @@ def main(argv: list[str] | None = None) -> int:
     figs = copy_figures(out, studies, Path(args.figures))
     argv_txt = " ".join(sys.argv[1:] if argv is None else argv)
     command = f".venv/bin/python scripts/findings.py {argv_txt}".strip()
+    path = out / COMMAND
+    if args.reuse and path.is_file():
+        # the numbers come from the run that trained them: show that command, and this one
+        command = (f"{path.read_text().strip()}\n# tables and figures rewritten from the "
+                   f"store by:\n{command}")
+    elif not args.reuse:
+        from prunebench import io
+
+        io.write_text(path, command + "\n")
     doc = write_findings(studies, timings, command, figs, machine(), time.strftime("%Y-%m-%d"))
     Path(args.doc).write_text(doc)
     print(f"[findings] wrote {args.doc}")

@@ -45,7 +45,9 @@ def test_run_writes_the_documented_layout(tiny_recipe, tmp_path):
         "checkpoints/structure.json",
     ):
         assert (d / name).is_file(), name
-    assert not (d / "checkpoints" / "latest.pt").exists() or True
+    # the resume checkpoint is kept and holds the last retraining epoch (nothing left to redo)
+    latest = torch.load(d / "checkpoints" / "latest.pt", weights_only=True)
+    assert latest["epoch"] == 2 and len(latest["history"]) == 2
     result = json.loads((d / "result.json").read_text())
     lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
     assert [m["phase"] for m in lines] == ["pretrain"] * 3 + ["prune"] + ["retrain"] * 2

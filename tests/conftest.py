@@ -18,6 +18,16 @@ def strip_timing(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
 
 
+def tiny_study_base() -> dict:
+    """The base recipe of the tests' tiny studies: synthetic data, a 3-layer MLP, one
+    pretraining and one retraining epoch (a fresh dict each call)."""
+    return {"data": {"name": "synthetic", "batch_size": 64, "val_size": 128},
+            "model": {"name": "mlp", "kwargs": {"depth": 3, "width": 16}},
+            "pretrain": {"epochs": 1, "lr": "0:0.1"},
+            "prune": {"method": "l1", "layers": 0.5},
+            "retrain": {"epochs": 1, "lr": "0:0.01"}}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     """The test models are tiny: one thread is fastest, above all on a shared 2-core box."""

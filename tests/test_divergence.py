@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_study_base
 from typer.testing import CliRunner
 
 import prunebench
@@ -166,11 +167,7 @@ def _study(tmp_path: Path, rows: list[dict]) -> Path:
     spec = {
         "name": "div-study", "title": "divergence", "setup": "S3.1",
         "presets": {"cpu": {
-            "base": {"data": {"name": "synthetic", "batch_size": 64, "val_size": 128},
-                     "model": {"name": "mlp", "kwargs": {"depth": 3, "width": 16}},
-                     "pretrain": {"epochs": 1, "lr": "0:0.1"},
-                     "prune": {"method": "l1", "layers": 0.5},
-                     "retrain": {"epochs": 1, "lr": "0:0.01"}},
+            "base": tiny_study_base(),
             "columns": {"key": "prune.layers", "values": [0.5], "labels": ["PR 0.5"]},
             "rows": rows, "seeds": 1}},
     }

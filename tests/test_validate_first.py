@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_study_base
 from typer.testing import CliRunner
 
 from prunebench import api
@@ -72,11 +73,7 @@ def test_study_with_a_bad_pattern_leaves_no_manifest(tmp_path):
     spec = {
         "name": "bad-study", "title": "bad", "setup": "S3.1",
         "presets": {"cpu": {
-            "base": {"data": {"name": "synthetic", "batch_size": 64, "val_size": 128},
-                     "model": {"name": "mlp", "kwargs": {"depth": 3, "width": 16}},
-                     "pretrain": {"epochs": 1, "lr": "0:0.1"},
-                     "prune": {"method": "l1", "layers": 0.5},
-                     "retrain": {"epochs": 1, "lr": "0:0.01"}},
+            "base": tiny_study_base(),
             "columns": {"key": "prune.layers", "values": [0.5, "nolayer*:0.5"]},
             "rows": [{"label": "L1", "set": {}}], "seeds": 1}},
     }

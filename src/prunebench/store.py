@@ -678,14 +678,19 @@ def _lease_text(token: str, heartbeat: float, acquired: float) -> bytes:
                        "token": token, "acquired": acquired, "heartbeat": heartbeat}).encode()
 
 
-def _write_tmp(lease: Path, token: str, data: bytes) -> Path:
-    tmp = lease.with_name(f"{lease.name}.{token}.{time.monotonic_ns()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` exclusively (FileExistsError if it exists) with ``data``, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_tmp(lease: Path, token: str, data: bytes) -> Path:
+    tmp = lease.with_name(f"{lease.name}.{token}.{time.monotonic_ns()}.tmp")
+    _write_new(tmp, data)
     return tmp
 
 
@@ -701,14 +706,9 @@ def _create_lease(lease: Path, token: str, data: bytes) -> bool:
         except OSError:  # no hard links here: exclusive create instead
             pass
         try:
-            fd = os.open(lease, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            _write_new(lease, data)
         except FileExistsError:
             return False
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         return True
     finally:
         with contextlib.suppress(OSError):

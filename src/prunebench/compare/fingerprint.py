@@ -22,6 +22,8 @@ two methods calibrated over one grid share a retraining recipe.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
@@ -233,7 +235,10 @@ def get_path(d: Any, dotted: str) -> Any:
     return None if v is _MISSING else v
 
 
+@functools.lru_cache(maxsize=1)
 def _defaults() -> dict[str, Any]:
+    """The default recipe as a dict (built once: role_values reads it for every run; its
+    values are copied out, never handed over)."""
     from prunebench.recipe import PretrainCfg, PruneCfg, Recipe, RetrainCfg
 
     d = Recipe().model_dump(mode="json")
@@ -255,7 +260,7 @@ def role_values(recipe: dict[str, Any], role: str) -> dict[str, Any]:
             out[path] = None
             continue
         v = _get(recipe, path)
-        out[path] = _get(defaults, path) if v is _MISSING else v
+        out[path] = copy.deepcopy(_get(defaults, path)) if v is _MISSING else v
     return out
 
 

@@ -38,6 +38,7 @@ not equal recipes): :func:`strictest_setup` returns the strictest *chain* setup 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -98,45 +99,58 @@ def _step(e: Epoch) -> Step:
     return (e.lr, e.momentum, e.nesterov, e.weight_decay)
 
 
-def _s1(a: Fingerprint, b: Fingerprint) -> bool:
+class _Pair:
+    """Two fingerprints being compared; their remainders are computed once per pair."""
+
+    def __init__(self, a: Fingerprint, b: Fingerprint) -> None:
+        self.a, self.b = a, b
+
+    @functools.cached_property
+    def rem(self) -> tuple[tuple[list[Step], list[Step]], tuple[list[Step], list[Step]]]:
+        return remainders(self.a, self.b)
+
+
+def _s1(p: _Pair) -> bool:
+    a, b = p.a, p.b
     same = a.dataset == b.dataset and a.split == b.split and a.model == b.model
     return same and a.data is not None and a.data == b.data and _rate(a, b)
 
 
-def _s2(a: Fingerprint, b: Fingerprint) -> bool:
-    return a.base is not None and a.base == b.base
+def _s2(p: _Pair) -> bool:
+    return p.a.base is not None and p.a.base == p.b.base
 
 
-def _s31(a: Fingerprint, b: Fingerprint) -> bool:
-    (ta, _), (tb, _) = remainders(a, b)
+def _s31(p: _Pair) -> bool:
+    (ta, _), (tb, _) = p.rem
     return len(ta) == len(tb)
 
 
-def _s32(a: Fingerprint, b: Fingerprint) -> bool:
-    (ta, _), (tb, _) = remainders(a, b)
+def _s32(p: _Pair) -> bool:
+    (ta, _), (tb, _) = p.rem
+    a, b = p.a, p.b
     return ta == tb and a.recipe == b.recipe and a.calibrated == b.calibrated
 
 
-def _s41(a: Fingerprint, b: Fingerprint) -> bool:
-    (_, pa), (_, pb) = remainders(a, b)
+def _s41(p: _Pair) -> bool:
+    (_, pa), (_, pb) = p.rem
     return len(pa) == len(pb)
 
 
-def _s42(a: Fingerprint, b: Fingerprint) -> bool:
-    (_, pa), (_, pb) = remainders(a, b)
+def _s42(p: _Pair) -> bool:
+    (_, pa), (_, pb) = p.rem
     return pa == pb
 
 
-#: what each setup adds to the one it extends
-_ADDS: dict[str, tuple[str | None, Callable[[Fingerprint, Fingerprint], bool]]] = {
+#: what each setup adds to the one it extends (parents come first in SETUPS)
+_ADDS: dict[str, tuple[str | None, Callable[[_Pair], bool]]] = {
     "S1": (None, _s1),
     "S2": ("S1", _s2),
     "S3.1": ("S2", _s31),
     "S3.2": ("S3.1", _s32),
     "S4.1": ("S3.2", _s41),
     "S4.2": ("S4.1", _s42),
-    "SX-A": ("S2", lambda a, b: a.total_epochs == b.total_epochs),
-    "SX-B": ("S2", lambda a, b: close(a.total_train_macs, b.total_train_macs)),
+    "SX-A": ("S2", lambda p: p.a.total_epochs == p.b.total_epochs),
+    "SX-B": ("S2", lambda p: close(p.a.total_train_macs, p.b.total_train_macs)),
 }
 
 
@@ -151,17 +165,24 @@ def check_setup(name: str) -> str:
 def satisfies(setup: str, a: Fingerprint, b: Fingerprint) -> bool:
     """Whether the pair ``a``, ``b`` meets ``setup`` (and everything it extends)."""
     name: str | None = check_setup(setup)
+    pair = _Pair(a, b)
     while name is not None:
         parent, pred = _ADDS[name]
-        if not pred(a, b):
+        if not pred(pair):
             return False
         name = parent
     return True
 
 
 def satisfied_setups(a: Fingerprint, b: Fingerprint) -> list[str]:
-    """Every setup the pair meets, chain first, then SX-A / SX-B."""
-    return [s for s in SETUPS if satisfies(s, a, b)]
+    """Every setup the pair meets, chain first, then SX-A / SX-B (each predicate is
+    evaluated at most once, and only when the setup it extends holds)."""
+    pair = _Pair(a, b)
+    held: dict[str, bool] = {}
+    for name in SETUPS:
+        parent, pred = _ADDS[name]
+        held[name] = (parent is None or held[parent]) and pred(pair)
+    return [name for name in SETUPS if held[name]]
 
 
 def group_satisfied(fps: Sequence[Fingerprint]) -> list[str]:

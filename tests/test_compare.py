@@ -26,7 +26,7 @@ from prunebench.compare.crossval import parse_section, verdict
 from prunebench.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "examples" / "tiny.yaml"
+TINY = ROOT / "tests" / "fixtures" / "tiny.yaml"
 runner = CliRunner()
 
 VARIANTS = {

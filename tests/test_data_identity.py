@@ -313,3 +313,21 @@ def test_unreadable_image_and_corrupt_member_in_a_zip(tmp_path):
     stored.write_bytes(bytes(blob))
     msg = _load_error(stored, "cifar10")
     assert str(stored) in msg and ".png" in msg
+
+
+def test_synthetic_difficulty_knobs_keep_earlier_ids():
+    """``contrast`` / ``noise`` were added later: at their old fixed values they leave the
+    identity (and the tensors) as before; other values change both; bad values are refused."""
+    import pytest
+
+    from prunebench.errors import DataError
+
+    default = data_identity("synthetic")
+    assert data_identity("synthetic", contrast=0.3, noise=0.25) == default
+    assert data_identity("synthetic", noise=0.35) != default
+    assert data_identity("synthetic", contrast=0.2) != data_identity("synthetic", noise=0.35)
+    assert load_dataset("synthetic", noise=0.25).checksum == load_dataset("synthetic").checksum
+    assert load_dataset("synthetic", noise=0.5).checksum != load_dataset("synthetic").checksum
+    for bad in ({"noise": -0.1}, {"contrast": 2}, {"noise": "x"}, {"contrast": True}):
+        with pytest.raises(DataError, match="must be a number in"):
+            load_dataset("synthetic", **bad)

@@ -115,7 +115,7 @@ def test_unknown_logger_and_missing_extra_are_one_line_errors(tmp_path: Path,
                         lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(RecipeError, match=r"pip install 'prunebench\[wandb\]'"):
         check_loggers(["wandb"])
-    res = CliRunner().invoke(app, ["run", "examples/tiny.yaml", "--out", str(tmp_path),
+    res = CliRunner().invoke(app, ["run", "tests/fixtures/tiny.yaml", "--out", str(tmp_path),
                                    "--log", "wandb"])
     assert res.exit_code == 2
     assert res.stderr.strip().count("\n") == 0 and "prunebench[wandb]" in res.stderr

@@ -17,9 +17,9 @@ from prunebench.registry import Registry, code_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: run id of examples/tiny.yaml (since the data's identity joined the keys, issue 10; it was
-#: ac02637b96d0 before): built-in components add no code identity, so edits to prunebench's
-#: own code never change it
+#: run id of tests/fixtures/tiny.yaml, the former examples/tiny.yaml (since the data's
+#: identity joined the keys, issue 10; it was ac02637b96d0 before): built-in components add
+#: no code identity, so edits to prunebench's own code never change it
 TINY_ID = "4e79d2559c48"
 
 CRITERION = '''
@@ -71,7 +71,7 @@ def _recipe(plugin: Path, criterion: str = "l1", **extra):
 
 
 def test_builtin_recipe_ids_are_unchanged():
-    recipe = load_recipe(ROOT / "examples" / "tiny.yaml")
+    recipe = load_recipe(ROOT / "tests" / "fixtures" / "tiny.yaml")
     stages = plan(recipe)
     assert run_id(recipe) == TINY_ID
     assert all("code" not in s.config for s in stages)

@@ -20,7 +20,7 @@ from prunebench.pruning.schedules import (
 )
 from prunebench.recipe import build_recipe
 
-# tiny.yaml: 512 synthetic images - 128 validation = 384 training images, batch 64
+# tests/fixtures/tiny.yaml: 512 synthetic images - 128 validation = 384 training images, batch 64
 STEPS_PER_EPOCH = 6
 NO_RETRAIN = "retrain=null"
 

@@ -24,7 +24,7 @@ from prunebench.report.terminal import runs_table
 from prunebench.studies.spec import StudySpec, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "examples" / "tiny.yaml"
+TINY = ROOT / "tests" / "fixtures" / "tiny.yaml"
 runner = CliRunner()
 
 STUDY = {

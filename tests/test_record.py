@@ -20,7 +20,7 @@ from prunebench.record import SCHEMA, RunRecord, origin
 from prunebench.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "examples" / "tiny.yaml"
+TINY = ROOT / "tests" / "fixtures" / "tiny.yaml"
 # a dense schedule with real stages, so "following it" is a real constraint
 DENSE = ["pretrain.epochs=4", "pretrain.lr=0:0.1,2:0.01"]
 

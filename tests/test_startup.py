@@ -17,7 +17,7 @@ import pytest
 
 from prunebench import api, runs_view
 
-TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.yaml"
+TINY = Path(__file__).resolve().parent / "fixtures" / "tiny.yaml"
 
 CHECK = textwrap.dedent("""
     import json, sys

@@ -20,7 +20,7 @@ from prunebench.errors import PrunebenchError, RecipeError, StoreError
 from prunebench.store import ID_LENGTH, RunStore, check_name, check_run_id, slugify
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "examples" / "tiny.yaml"
+TINY = ROOT / "tests" / "fixtures" / "tiny.yaml"
 BAD_IDS = ["..", "../x", "../other/store/5f1608597201", "/etc", "/tmp/x/5f1608597201",
            "a/b", "a\x00b", "ü", "５f16", "ABC", "", " 5f", "5f\n", "0" * (ID_LENGTH + 1),
            "5f1608597201/..", ".", "~", "*", "5f*"]

@@ -143,3 +143,19 @@ def test_every_example_recipe_validates():
     assert len(files) >= 3
     for f in files:
         assert load_recipes(f)
+
+
+def test_default_values_agree_with_the_validated_defaults():
+    """``default_values`` (no validators, no torch) gives what the validated models dump."""
+    from prunebench.recipe import (
+        DataCfg,
+        MeasureCfg,
+        PretrainCfg,
+        PruneCfg,
+        Recipe,
+        RetrainCfg,
+        default_values,
+    )
+
+    for cls in (Recipe, DataCfg, PretrainCfg, PruneCfg, RetrainCfg, MeasureCfg):
+        assert default_values(cls) == cls().model_dump(mode="json"), cls.__name__

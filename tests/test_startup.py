@@ -78,3 +78,35 @@ def test_runs_cli_does_not_import_torch(store: Path) -> None:
 def test_api_reexports_the_store_readers() -> None:
     for name in ("runs", "show", "effective_recipe", "rounded", "RUN_FIELDS", "_num_eq"):
         assert getattr(api, name) is getattr(runs_view, name)
+
+
+@pytest.fixture(scope="module")
+def study_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from prunebench.studies import run_studies
+
+    out = tmp_path_factory.mktemp("startup-study") / "runs"
+    [manifest] = run_studies(str(Path(__file__).parent / "fixtures" / "tiny_study.yaml"), out,
+                             preset="cpu", seeds=1)
+    assert manifest["complete"]
+    return out
+
+
+def test_compare_and_report_do_not_import_torch(study_store: Path) -> None:
+    """Reading verdicts and reports off a study store never loads torch (issue 13)."""
+    code = textwrap.dedent("""
+        import sys
+        from typer.testing import CliRunner
+        from prunebench.cli import app
+        out = sys.argv[1]
+        for args in (["compare", "--out", out], ["report", out],
+                     ["report", out, "--format", "md"], ["report", out, "--format", "html"],
+                     ["runs", "--out", out, "--where", "status=done", "--sort", "-test_acc"]):
+            r = CliRunner().invoke(app, args)
+            assert r.exit_code in (0, 3), (args, r.exit_code, r.output)
+            assert "torch" not in sys.modules, args
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code, str(study_store)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "ok"

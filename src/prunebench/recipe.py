@@ -358,6 +358,24 @@ class Recipe(_Cfg):
 _NOT_IN_ID = ("name", "device", "data.data_dir", "plugins", "speed", "log")
 
 
+def default_values(cls: type[BaseModel] = Recipe) -> dict[str, Any]:
+    """The defaults of a recipe section (``Recipe``: the whole recipe) as the JSON dict
+    ``cls().model_dump(mode="json")`` gives, read off the field declarations without running
+    validators: readers of stored runs (``compare``, ``report``) get them without loading
+    the pruning registry and torch behind it. ``tests/test_recipe.py`` checks the two agree.
+    """
+    out: dict[str, Any] = {}
+    for name, f in cls.model_fields.items():
+        factory = f.default_factory
+        if isinstance(factory, type) and issubclass(factory, BaseModel):
+            out[name] = default_values(factory)
+        else:
+            value = f.get_default(call_default_factory=True)
+            out[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) \
+                else copy.deepcopy(value)
+    return out
+
+
 def load_plugins(plugins: list[str]) -> None:
     """Import plugin modules (dotted names) or files (``path/to/file.py``).
 

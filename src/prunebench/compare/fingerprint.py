@@ -239,14 +239,10 @@ def get_path(d: Any, dotted: str) -> Any:
 def _defaults() -> dict[str, Any]:
     """The default recipe as a dict (built once: role_values reads it for every run; its
     values are copied out, never handed over)."""
-    from prunebench.recipe import PretrainCfg, PruneCfg, Recipe, RetrainCfg
+    from prunebench.recipe import default_values
 
-    d = Recipe().model_dump(mode="json")
-    # sections a recipe may switch off (pretrain: null) still have their defaults here
-    d["pretrain"] = PretrainCfg().model_dump(mode="json")
-    d["prune"] = PruneCfg().model_dump(mode="json")
-    d["retrain"] = RetrainCfg().model_dump(mode="json")
-    return d
+    # (read off the declarations: no validators, so no pruning registry and no torch)
+    return default_values()
 
 
 def role_values(recipe: dict[str, Any], role: str) -> dict[str, Any]:

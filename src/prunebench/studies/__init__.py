@@ -1,8 +1,34 @@
-"""Studies: grids of recipes that share stages (a dense model is trained once per key)."""
+"""Studies: grids of recipes that share stages (a dense model is trained once per key).
 
-from prunebench.studies.grid import expand_grid
-from prunebench.studies.runner import expand_study, manifest_path, run_studies, run_study
-from prunebench.studies.spec import STUDIES, StudySpec, load_study
+The names below are imported on first use (PEP 562): readers of stored studies
+(``report``, ``compare``) use :mod:`prunebench.studies.spec` without loading the runner,
+the pipeline and torch behind it.
+"""
 
-__all__ = ["STUDIES", "StudySpec", "expand_grid", "expand_study", "load_study", "manifest_path",
-           "run_studies", "run_study"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "expand_grid": "grid",
+    "expand_study": "runner",
+    "manifest_path": "runner",
+    "run_studies": "runner",
+    "run_study": "runner",
+    "STUDIES": "spec",
+    "StudySpec": "spec",
+    "load_study": "spec",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

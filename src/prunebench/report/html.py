@@ -19,12 +19,14 @@ import html
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prunebench.compare.card import card_fields, study_card
 from prunebench.report.data import StudyData
-from prunebench.report.figures import FigureFile, write_figures
 from prunebench.report.tables import ReportTable, study_tables
+
+if TYPE_CHECKING:  # matplotlib loads only when a page with figures is written
+    from prunebench.report.figures import FigureFile
 
 CardFn = Callable[[StudyData], list[tuple[str, str]]]
 
@@ -218,6 +220,8 @@ def build_html(studies: list[StudyData], path: str | Path, *,
     """Write ``path`` (self-contained) and the figures (PNG + SVG) under ``figures/``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from prunebench.report.figures import write_figures
+
     figs = {s.key: write_figures(s, path.parent / "figures" / s.key) for s in studies}
     from prunebench import io
 

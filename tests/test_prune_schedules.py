@@ -19,6 +19,7 @@ from prunebench.pruning.schedules import (
     schedule_for,
 )
 from prunebench.recipe import build_recipe
+from prunebench.record import Segment
 
 # tests/fixtures/tiny.yaml: 512 synthetic images - 128 validation = 384 training images, batch 64
 STEPS_PER_EPOCH = 6
@@ -300,6 +301,11 @@ def toy_schedule():
         def train_epochs(self, info):
             return 1
 
+        def segments(self, pruned, recipe, *, macs, images):
+            # (this toy trains nothing; it claims one epoch to test the MACs accounting)
+            return [Segment(phase="prune", epochs=1, lr="0:0.01", span=1, momentum=0.9,
+                            nesterov=False, weight_decay=5e-4, macs=macs, images=images)]
+
     yield calls
     _unregister(PRUNE_SCHEDULES, "filter/toy_first_half")
 
@@ -312,6 +318,37 @@ def test_a_registered_toy_schedule_runs_through_run_prune_stage(tiny_recipe, tmp
     assert p["layers"] == {"fc1": [16, 32]}
     assert p["train_macs"] == 384 * p["macs_dense"] * 3  # its train_epochs(info) == 1
     assert [c[0] for c in toy_schedule] == ["check", "run"]
+    # its segments() enter the trajectory: the phase counts in the setups' epochs
+    prune_phase = [s for s in res.result["trajectory"] if s["phase"] == "prune"]
+    assert [(s["epochs"], s["lr"]) for s in prune_phase] == [(1, "0:0.01")]
+    assert res.result["epochs"]["prune"] == 1
     with pytest.raises(RecipeError, match="prune.update_interval=2 is not used by schedule "
                                           "'toy_first_half'"):
         build_recipe({"prune": {"schedule": "toy_first_half", "update_interval": 2}})
+
+
+def test_a_schedule_that_trains_must_describe_its_training(tiny_recipe, tmp_path):
+    """A schedule whose train_epochs says it trained but whose segments() leave the phase
+    out would make its trajectory (and so every setup verdict) silently short: refused."""
+
+    @register_schedule
+    class Forgetful(PruneSchedule):
+        """Toy: trains (it says) but describes no segments (tests only)."""
+
+        name, granularity = "toy_forgetful", "filter"
+
+        def run(self, ctx, store, model, sdir):
+            from prunebench.pruning.regularizers import remove_selected
+
+            n = model.fc1.out_features
+            outcome = remove_selected(model, {"fc1": list(range(n // 2, n))}, ctx.example)
+            return outcome.kept, {"n_pruned": outcome.n_pruned, "n_total": outcome.n_total}
+
+        def train_epochs(self, info):
+            return 2
+
+    try:
+        with pytest.raises(PruningError, match="trained 2 epochs but its segments"):
+            run(tiny_recipe, tmp_path, "prune.schedule=toy_forgetful")
+    finally:
+        _unregister(PRUNE_SCHEDULES, "filter/toy_forgetful")

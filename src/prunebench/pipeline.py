@@ -522,9 +522,16 @@ def finish_record(result: dict[str, Any], recipe: Recipe) -> RunRecord:
     rec.pruned_at = recipe.prune.at_epoch if recipe.prune is not None else None
     if rec.pruned is not None and recipe.prune is not None:
         rec.pruned.granularity = recipe.prune.granularity
+    raw = recipe.model_dump(mode="json")
+    phase = None
+    if rec.pruned is not None and recipe.prune is not None:
+        from prunebench.pruning.schedules import phase_segments
+
+        phase = phase_segments(recipe.prune, rec.pruned, raw, macs=rec.dense.macs,
+                               images=rec.data.train_images)
     rec.trajectory = build_trajectory(
-        recipe.model_dump(mode="json"), images=rec.data.train_images,
-        dense=rec.dense, pruned=rec.pruned, retrain=rec.retrain,
+        raw, images=rec.data.train_images, dense=rec.dense, pruned=rec.pruned,
+        retrain=rec.retrain, prune_segments=phase,
     )
     rec.epochs, rec.train_macs = budgets(rec.trajectory)
     return RunRecord.model_validate(rec.to_json())

@@ -284,6 +284,36 @@ def _sgd(cfg: dict[str, Any] | None) -> dict[str, Any]:
             "weight_decay": float(cfg.get("weight_decay", 5e-4))}
 
 
+def regularised_phase(pruned: PruneRecord, recipe: dict[str, Any], *, macs: int | None,
+                      images: int | None) -> list[Segment]:
+    """A GReg/TPP-style phase: ``pruned.epochs`` epochs of the dense shape at ``pruned.lr``
+    with the retraining SGD settings."""
+    if not (pruned.epochs and pruned.lr):
+        return []
+    span = int(getattr(pruned, "lr_span", None) or pruned.epochs)
+    return [Segment(phase="prune", epochs=int(pruned.epochs), lr=pruned.lr, span=span,
+                    macs=macs, images=images, **_sgd(recipe.get("retrain")))]
+
+
+def rewound_rounds(pruned: PruneRecord, recipe: dict[str, Any], *, macs: int | None,
+                   images: int | None) -> list[Segment]:
+    """IMP's rounds: each but the last retrains the rewound, masked network from the rewind
+    epoch to the end of the pretraining schedule."""
+    pre = recipe.get("pretrain")
+    if not (pruned.imp_epochs and pre):
+        return []
+    rounds = int(getattr(pruned, "rounds", 1) or 1) - 1
+    first = int(pruned.rewind_epoch or 0)
+    return [Segment(phase="prune", epochs=int(pre["epochs"]) - first, lr=str(pre["lr"]),
+                    first=first, span=int(pre["epochs"]), macs=macs, images=images,
+                    **_sgd(pre)) for _ in range(max(rounds, 0))]
+
+
+#: the pruning phases of schema-1 records, whose schedules predate
+#: :meth:`prunebench.pruning.schedules.PruneSchedule.segments`
+_LEGACY_PHASES = {"greg": regularised_phase, "tpp": regularised_phase}
+
+
 def build_trajectory(
     recipe: dict[str, Any],
     *,
@@ -291,13 +321,16 @@ def build_trajectory(
     dense: DenseRecord,
     pruned: PruneRecord | None,
     retrain: RetrainRecord | None,
+    prune_segments: list[Segment] | None = None,
 ) -> list[Segment]:
     """Every epoch the run's final weights descend from, as segments in order.
 
     ``recipe`` is the stored (effective, fully dumped) recipe dict. Pretraining epochs count
     only when the weights are inherited (not ``retrain.init: scratch``) and only up to the
-    pruning epoch (PxFy); the pruning phase (GReg/TPP epochs, IMP rounds) trains the dense
-    shape; retraining trains the pruned model with its effective schedule.
+    pruning epoch (PxFy); the pruning phase trains the dense shape (``prune_segments``, from
+    the run's pruning schedule: :meth:`~prunebench.pruning.schedules.PruneSchedule.segments`;
+    ``None`` for a schema-1 record, whose phase is read by schedule name); retraining trains
+    the pruned model with its effective schedule.
     """
     segs: list[Segment] = []
     scratch = retrain is not None and retrain.init == "scratch"
@@ -308,19 +341,10 @@ def build_trajectory(
                             span=int(pre["epochs"]), macs=dense_macs, images=images,
                             **_sgd(pre)))
     if pruned is not None and not scratch:
-        sgd = _sgd(recipe.get("retrain"))
-        if pruned.schedule in ("greg", "tpp") and pruned.epochs and pruned.lr:
-            span = int(getattr(pruned, "lr_span", None) or pruned.epochs)
-            segs.append(Segment(phase="prune", epochs=int(pruned.epochs), lr=pruned.lr,
-                                span=span, macs=dense_macs, images=images, **sgd))
-        if pruned.imp_epochs and pre:
-            rounds = int(getattr(pruned, "rounds", 1) or 1) - 1
-            first = int(pruned.rewind_epoch or 0)
-            per_round = int(pre["epochs"]) - first
-            for _ in range(max(rounds, 0)):
-                segs.append(Segment(phase="prune", epochs=per_round, lr=str(pre["lr"]),
-                                    first=first, span=int(pre["epochs"]), macs=dense_macs,
-                                    images=images, **_sgd(pre)))
+        if prune_segments is None:
+            legacy = _LEGACY_PHASES.get(pruned.schedule or "", rewound_rounds)
+            prune_segments = legacy(pruned, recipe, macs=dense_macs, images=images)
+        segs.extend(prune_segments)
     if retrain is not None and retrain.epochs and retrain.lr is not None:
         macs = pruned.macs_pruned if pruned is not None else dense_macs
         segs.append(Segment(phase="retrain", epochs=int(retrain.epochs), lr=retrain.lr,

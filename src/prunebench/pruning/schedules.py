@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from prunebench.context import Context
     from prunebench.pruning.regularizers import GrowingRegularizer, Selection
     from prunebench.recipe import PruneCfg
+    from prunebench.record import PruneRecord, Segment
     from prunebench.store import RunStore
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "PhasePlan",
     "PruneSchedule",
     "register_schedule",
+    "phase_segments",
     "schedule_for",
     "schedule_key",
 ]
@@ -101,6 +103,14 @@ class PruneSchedule:
         """Epochs this schedule trained at dense cost (from its info); 0: none."""
         return 0
 
+    def segments(self, pruned: PruneRecord, recipe: dict[str, Any], *, macs: int | None,
+                 images: int | None) -> list[Segment]:
+        """The phase's training of the dense shape as trajectory segments, in order (the
+        comparison setups are computed from them). A schedule that trains (``train_epochs``
+        > 0) must override this: :func:`phase_segments` refuses a record whose segments do
+        not add up to its training epochs, so such a phase can never be left out."""
+        return []
+
 
 PRUNE_SCHEDULES: Registry[PruneSchedule] = Registry("prune schedule")
 
@@ -118,6 +128,24 @@ def register_schedule(cls: type[PruneSchedule]) -> type[PruneSchedule]:
 def _split(key: str) -> tuple[str, str]:
     granularity, _, name = key.partition("/")
     return granularity, name
+
+
+def phase_segments(cfg: PruneCfg, pruned: PruneRecord, recipe: dict[str, Any], *,
+                   macs: int | None, images: int | None) -> list[Segment]:
+    """The pruning phase's trajectory segments of a finished prune stage, checked against
+    the epochs the schedule says it trained: a schedule that trains but does not describe
+    its training (or describes other epochs) is an error, never a silently short trajectory
+    that would make unequal budgets look comparable."""
+    schedule = schedule_for(cfg)
+    segs = schedule.segments(pruned, recipe, macs=macs, images=images)
+    trained = schedule.train_epochs(pruned.model_dump())
+    described = sum(s.epochs for s in segs)
+    if described != trained:
+        raise PruningError(
+            f"prune schedule {schedule.label} trained {trained} epochs but its segments() "
+            f"describe {described}: override PruneSchedule.segments to list its training"
+        )
+    return segs
 
 
 def schedule_for(cfg: PruneCfg) -> PruneSchedule:
@@ -349,6 +377,12 @@ class RegularisedFilters(PruneSchedule):
     def train_epochs(self, info: dict[str, Any]) -> int:
         return int(info.get("epochs", 0))
 
+    def segments(self, pruned: PruneRecord, recipe: dict[str, Any], *, macs: int | None,
+                 images: int | None) -> list[Segment]:
+        from prunebench.record import regularised_phase
+
+        return regularised_phase(pruned, recipe, macs=macs, images=images)
+
     def run(
         self, ctx: Context, store: RunStore, model: nn.Module, sdir: Path
     ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -490,6 +524,12 @@ class IterativeMagnitude(PruneSchedule):
 
     def train_epochs(self, info: dict[str, Any]) -> int:
         return int(info.get("imp_epochs", 0))
+
+    def segments(self, pruned: PruneRecord, recipe: dict[str, Any], *, macs: int | None,
+                 images: int | None) -> list[Segment]:
+        from prunebench.record import rewound_rounds
+
+        return rewound_rounds(pruned, recipe, macs=macs, images=images)
 
     def run(
         self, ctx: Context, store: RunStore, model: nn.Module, sdir: Path

@@ -352,6 +352,17 @@ def _grad_of(p: torch.Tensor) -> torch.Tensor:
     return p.grad
 
 
+def _number(name: str, value: object, *, above: float | None = None,
+            at_least: float | None = None) -> None:
+    """A finite real number ``> above`` / ``>= at_least`` (PruningError naming it)."""
+    bound = f"> {above:g}" if above is not None else f">= {at_least:g}"
+    ok = isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value) \
+        and (above is None or value > above) and (at_least is None or value >= at_least)
+    if not ok:
+        raise PruningError(f"bad {name} {value!r}: expected a number {bound}")
+
+
 class GrowingRegularizer(StepHooks):
     """The growing ``lam`` schedule and the L2 penalty on the selected channels.
 
@@ -359,6 +370,9 @@ class GrowingRegularizer(StepHooks):
     """
 
     kind = "growing"
+    #: whether the penalty also reaches a pruned filter's bias entry / following BN
+    #: gamma and beta, when the caller does not say (``penalize_bias`` / ``penalize_bn``)
+    PENALIZE_BIAS = PENALIZE_BN = True
 
     def __init__(
         self,
@@ -368,26 +382,19 @@ class GrowingRegularizer(StepHooks):
         reg_granularity: float = 1e-4,
         update_interval: int = 5,
         reg_ceiling: float = 1.0,
-        penalize_bias: bool = True,
-        penalize_bn: bool = True,
+        penalize_bias: bool | None = None,
+        penalize_bn: bool | None = None,
     ) -> None:
-        if not (isinstance(reg_granularity, (int, float)) and math.isfinite(reg_granularity)):
-            raise PruningError(f"bad reg_granularity {reg_granularity!r}: expected a number > 0")
-        if reg_granularity <= 0:
-            raise PruningError(f"bad reg_granularity {reg_granularity!r}: expected a number > 0")
-        if isinstance(update_interval, bool) or not isinstance(update_interval, int):
+        _number("reg_granularity", reg_granularity, above=0)
+        _number("reg_ceiling", reg_ceiling, above=0)
+        if isinstance(update_interval, bool) or not isinstance(update_interval, int) \
+                or update_interval < 1:
             raise PruningError(f"bad update_interval {update_interval!r}: expected an int >= 1")
-        if update_interval < 1:
-            raise PruningError(f"bad update_interval {update_interval!r}: expected an int >= 1")
-        if not (isinstance(reg_ceiling, (int, float)) and math.isfinite(reg_ceiling)):
-            raise PruningError(f"bad reg_ceiling {reg_ceiling!r}: expected a number > 0")
-        if reg_ceiling <= 0:
-            raise PruningError(f"bad reg_ceiling {reg_ceiling!r}: expected a number > 0")
         self.reg_granularity = float(reg_granularity)
         self.update_interval = int(update_interval)
         self.reg_ceiling = float(reg_ceiling)
-        self.penalize_bias = bool(penalize_bias)
-        self.penalize_bn = bool(penalize_bn)
+        self.penalize_bias = self.PENALIZE_BIAS if penalize_bias is None else bool(penalize_bias)
+        self.penalize_bn = self.PENALIZE_BN if penalize_bn is None else bool(penalize_bn)
         # Number of increments after which lam reaches the ceiling (integer: no float drift).
         self.n_updates = _ceiling_updates(self.reg_granularity, self.reg_ceiling)
         self.layers = self._check_selection(model, selection)
@@ -566,27 +573,7 @@ class GReg(GrowingRegularizer):
     """
 
     kind = "greg"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        selection: Selection,
-        *,
-        reg_granularity: float = 1e-4,
-        update_interval: int = 5,
-        reg_ceiling: float = 1.0,
-        penalize_bias: bool = False,
-        penalize_bn: bool = False,
-    ) -> None:
-        super().__init__(
-            model,
-            selection,
-            reg_granularity=reg_granularity,
-            update_interval=update_interval,
-            reg_ceiling=reg_ceiling,
-            penalize_bias=penalize_bias,
-            penalize_bn=penalize_bn,
-        )
+    PENALIZE_BIAS = PENALIZE_BN = False  # as in the authors' GReg code
 
 
 class TPP(GrowingRegularizer):
@@ -613,13 +600,10 @@ class TPP(GrowingRegularizer):
         reg_ceiling: float = 1.0,
         gram_weight: float = 1000.0,
         weight_l2: bool = True,
-        penalize_bias: bool = True,
-        penalize_bn: bool = True,
+        penalize_bias: bool | None = None,
+        penalize_bn: bool | None = None,
     ) -> None:
-        if not (isinstance(gram_weight, (int, float)) and math.isfinite(gram_weight)):
-            raise PruningError(f"bad gram_weight {gram_weight!r}: expected a number >= 0")
-        if gram_weight < 0:
-            raise PruningError(f"bad gram_weight {gram_weight!r}: expected a number >= 0")
+        _number("gram_weight", gram_weight, at_least=0)
         self.gram_weight = float(gram_weight)
         self.weight_l2 = bool(weight_l2)
         super().__init__(

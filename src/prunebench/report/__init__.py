@@ -14,8 +14,7 @@ does not load matplotlib.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from prunebench.lazy import lazy_exports
 
 _LAZY = {
     "FORMATS": "prunebench.report.api",
@@ -30,9 +29,4 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'prunebench.report' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -7,28 +7,14 @@ the pipeline and torch behind it.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from prunebench.lazy import lazy_exports
 
-_WHERE = {
-    "expand_grid": "grid",
-    "expand_study": "runner",
-    "manifest_path": "runner",
-    "run_studies": "runner",
-    "run_study": "runner",
-    "STUDIES": "spec",
-    "StudySpec": "spec",
-    "load_study": "spec",
+_LAZY = {
+    "expand_grid": "prunebench.studies.grid",
+    **dict.fromkeys(("expand_study", "manifest_path", "run_studies", "run_study"),
+                    "prunebench.studies.runner"),
+    **dict.fromkeys(("STUDIES", "StudySpec", "load_study"), "prunebench.studies.spec"),
 }
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__all__ = sorted(_LAZY)
+__getattr__ = lazy_exports(__name__, _LAZY)

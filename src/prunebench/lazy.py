@@ -1,0 +1,21 @@
+"""Lazy package exports (PEP 562): a package names what it exports and where it lives; the
+module is imported on first use, so importing the package stays cheap (no torch, no
+matplotlib until a name that needs them is used)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+
+def lazy_exports(package: str, where: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for ``package`` that imports ``where[name]`` (a module
+    path) on first access of ``name``."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(where[name]), name)
+
+    return __getattr__

@@ -319,7 +319,7 @@ def run(
 ) -> None:
     """Run a recipe (every cell of its grid): pretrain -> prune -> retrain."""
     set_ = _log_overrides(log, set_)
-    reporter = _reporter(quiet, lines_only=json_)
+    reporter = _reporter(quiet, lines_only=json_) if main else None
     try:
         items = api.run_all(
             recipe, out, overrides=set_, reporter=reporter, device=device, data_dir=data_dir
@@ -349,8 +349,35 @@ def run(
         _print_calibration(calibrate(recipe, out, overrides=set_, device=device,
                                      data_dir=data_dir))
     console.print(f"runs stored in {out}/ (prunebench runs --out {out})")
+    nproc: Annotated[str | None, typer.Option(
+        "--nproc", metavar="N", help="run each run data-parallel on N local processes (GPUs "
+        "with NCCL, CPU with gloo; grid cells one after another; docs/scale.md)")] = None,
     _exit_incomplete(len(items), [(r.id, c, r.status, r.result.get("error")) for c, r in bad])
 
+    from prunebench import distributed
+    from prunebench.errors import RecipeError
+
+    procs = _nproc(nproc)
+    if procs > 1 and distributed.env_world() <= 1:  # launch the ranks; they run this command
+        try:  # a bad recipe: one line here, not one per rank
+            api.load_recipes(recipe, _log_overrides(log, set_))
+        except PrunebenchError as exc:
+            _fail(exc)
+        args = ["run", str(recipe), "--out", str(out), *(["--quiet"] if quiet else []),
+                *(["--json"] if json_ else []), "--nproc", str(procs)]
+        for item in _log_overrides(log, set_) or []:
+            args += ["--set", item]
+        for opt, value in (("--data-dir", data_dir), ("--device", device)):
+            if value is not None:
+                args += [opt, value]
+        for plugin in take_plugins(sys.argv[1:])[0]:
+            args += ["--plugins", plugin]
+        raise typer.Exit(code=distributed.launch(procs, args))
+    if procs > 1 and procs != distributed.env_world():
+        _fail(RecipeError(f"--nproc {procs} but this process is one of "
+                          f"{distributed.env_world()} (torchrun sets the world size)"))
+    main = distributed.env_world() <= 1 or distributed.env_rank() == 0
+    distributed.pin_device()
 
 def _exit_incomplete(total: int, bad: list[tuple[str, Any, str, Any]], quiet: bool = False
                      ) -> None:
@@ -358,11 +385,15 @@ def _exit_incomplete(total: int, bad: list[tuple[str, Any, str, Any]], quiet: bo
     if not bad:
         return
     from prunebench.errors import RunsIncomplete
+        if not main:  # rank 0 says it
+            raise typer.Exit(code=exc.exit_code) from None
 
     if not quiet:
         parts = []
         for rid, cell, status, error in bad:
             where = (", ".join(f"{k}={v}" for k, v in cell.items()) if isinstance(cell, dict)
+    if not main:  # rank 0 prints the results and sets the exit status
+        return
                      else str(cell or ""))
             parts.append(f"{rid}{f' ({where})' if where else ''} {status}"
                          + (f": {error}" if error else ""))
@@ -385,6 +416,22 @@ def runs_cmd(
         "--sort", help="sort by a column: test_acc, ta, speedup, variant, lr, seed, "
                        "created, ... (-COLUMN: descending)")] = None,
     json_: Annotated[bool, typer.Option("--json", help="a JSON list of runs")] = False,
+def _nproc(value: str | None) -> int:
+    """``--nproc N``: an int >= 1 (a one-line error, exit 2, otherwise)."""
+    from prunebench.errors import RecipeError
+
+    if value is None:
+        return 1
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        _fail(RecipeError(f"--nproc must be an integer >= 1 (processes for one run), "
+                          f"got {value!r}"))
+    return n
+
+
 ) -> None:
     """List the runs of a store: id, variant (study row), method, ratio, LR, seed, init,
     status, final accuracy, TA, speedup. Ids are never cut."""

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunebench import __version__, io
+from prunebench import __version__, distributed, io
 from prunebench.context import Context, prepare, resolve_device
 from prunebench.errors import PrunebenchError, RecipeError, TrainingDiverged
 from prunebench.plan import Stage, plan, run_id
@@ -84,6 +84,7 @@ def check_recipe(ctx: Context) -> None:
     dense = ctx.build_dense()
     check_prune(ctx, dense)
     r = ctx.recipe
+    distributed.check_batch(r.data.batch_size)  # several processes: the global batch
     if r.base_model is not None:
         check_base_model(r.base_model, dense, r.model.name)
     if r.log.to:
@@ -160,22 +161,29 @@ def run(
     section names. They see every epoch trained here; they never change the results.
     """
     recipe = _coerce(recipe, overrides, device, data_dir)
-    store = RunStore(out)
+    # several processes (torchrun, --nproc): rank 0 owns the store, the others write into
+    # a private scratch store and take every store decision from rank 0
+    distributed.init(recipe.device)
+    main = distributed.is_main()
+    store = RunStore(out) if main else RunStore(distributed.store_root(out), index_writes=False)
     stages = plan(recipe)
     book = RunBook(store, recipe, stages)
-    done = book.stored()
+    done = distributed.from_main(book.stored)
     if done is not None:
         return done
     from prunebench.loggers import LoggingReporter, make_loggers
 
-    active = [*make_loggers(recipe.log, out), *(loggers or [])]
+    active = [*make_loggers(recipe.log, out), *(loggers or [])] if main else []
+    reporter = reporter if main else None
     if active:
         reporter = LoggingReporter(reporter, active)
     # everything a user can get wrong is checked before anything is written
-    ctx = prepare(recipe, resolve_device(recipe.device), reporter)
+    ctx = prepare(recipe, distributed.run_device(recipe.device) or resolve_device(recipe.device),
+                  reporter)
+    distributed.adjust_speed(ctx.speed)
     check_recipe(ctx)
     with locked(book.rdir / ".lock"):
-        done = book.stored()
+        done = distributed.from_main(book.stored)
         if done is not None:
             return done
         book.open()
@@ -184,11 +192,11 @@ def run(
         try:
             result = _execute(ctx, store, stages, book.rdir, book.progress)
         except TrainingDiverged as exc:
-            return _finish_loggers(active, book.diverged(exc))
+            return distributed.share(_finish_loggers(active, book.diverged(exc)))
         except BaseException as exc:
             _finish_loggers(active, book.aborted(exc))
             raise
-        return _finish_loggers(active, book.done(result))
+        return distributed.share(_finish_loggers(active, book.done(result)))
 
 
 def _finish_loggers(loggers: Sequence[Any], res: RunResult) -> RunResult:
@@ -421,6 +429,7 @@ def prepare_run(
         "prunebench": __version__,
         # the fast path's knobs, requested and actually used (never part of the id)
         "speed": ctx.speed.record() if ctx.speed is not None else None,
+        **distributed.record(),  # several processes: how many (never part of the id)
         "dense": dense_info,
     }
     progress.result = result

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunebench import io
+from prunebench import distributed, io
 from prunebench.context import Context
 from prunebench.errors import RecipeError
 from prunebench.plan import Stage
@@ -167,8 +167,21 @@ def _resume(path: Path, model: nn.Module, ctx: Context | None = None) -> TrainSt
 
 def resume_state(latest: Path, model: nn.Module, ctx: Context | None = None) -> TrainState | None:
     """The training state checkpointed in ``latest`` (weights loaded into ``model``), or
-    ``None`` (an unreadable checkpoint is discarded with a warning)."""
-    return _resume(latest, model, ctx)
+    ``None`` (an unreadable checkpoint is discarded with a warning). Several processes:
+    rank 0 reads it and every rank gets its weights and state."""
+    if distributed.world() <= 1:
+        return _resume(latest, model, ctx)
+
+    def read() -> tuple[dict[str, torch.Tensor], TrainState] | None:
+        state = _resume(latest, model, ctx)
+        return None if state is None else (cpu_state(model), state)
+
+    got = distributed.from_main(read)
+    if got is None:
+        return None
+    if not distributed.is_main():
+        model.load_state_dict(got[0])
+    return got[1]
 
 
 def epoch_saver(
@@ -178,6 +191,8 @@ def epoch_saver(
     epoch into ``latest``, then calls ``on_epoch(state)``."""
 
     def save(state: TrainState, m: nn.Module, _opt: Any) -> None:
+        if not distributed.is_main():  # rank 0 checkpoints (several processes)
+            return
         _save_latest(latest, state, m)
         if on_epoch is not None:
             on_epoch(state)
@@ -250,10 +265,11 @@ def run_base_stage(
     sdir = store.stage_dir("pretrain", stage.key)
     with locked(sdir / ".lock"):
         done = sdir / "done.json"
-        if done.is_file():
-            stored = _load_done(ctx, sdir, model, "model.pt")
-            if stored is not None:
-                return model, stored, io.read_jsonl(sdir / "metrics.jsonl")
+        stored = distributed.from_main(lambda: _stored_base(ctx, sdir, model))
+        if stored is not None:
+            if not distributed.is_main():
+                model.load_state_dict(stored[2])
+            return model, stored[0], stored[1]
         io.write_json(sdir / "stage.json", {"kind": stage.kind, "key": stage.key, **stage.config})
         t0 = time.perf_counter()
         state = train_resumable(
@@ -269,6 +285,20 @@ def run_base_stage(
         io.write_json(done, info)
         (sdir / "latest.pt").unlink(missing_ok=True)
         return model, info, state.history
+
+
+def _stored_base(
+    ctx: Context, sdir: Path, model: nn.Module
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, torch.Tensor] | None] | None:
+    """A finished dense stage (info, metrics, and its weights for the other ranks when
+    there are several processes), its weights loaded into ``model``; ``None`` to build it."""
+    if not (sdir / "done.json").is_file():
+        return None
+    info = _load_done(ctx, sdir, model, "model.pt")
+    if info is None:
+        return None
+    weights = cpu_state(model) if distributed.world() > 1 else None
+    return info, io.read_jsonl(sdir / "metrics.jsonl"), weights
 
 
 def _load_done(
@@ -332,7 +362,11 @@ def run_prune_stage(
     sdir = store.stage_dir("prune", stage.key)
     with locked(sdir / ".lock"):
         done = sdir / "done.json"
-        if done.is_file():
+        if distributed.world() > 1:  # rank 0 reads the stored stage; every rank adopts it
+            mine = _load_pruned(ctx, sdir) if distributed.is_main() and done.is_file() else None
+            if distributed.share(mine is not None):
+                return _adopt_main(ctx, sdir, mine)
+        elif done.is_file():
             loaded = _load_pruned(ctx, sdir)
             if loaded is not None:
                 return loaded
@@ -355,7 +389,38 @@ def run_prune_stage(
         info["seconds"] = round(time.perf_counter() - t0, 3)
         io.save_torch(sdir / "pruned.pt", cpu_state(model))
         io.write_json(done, info)
+        if distributed.world() > 1:  # every rank continues from rank 0's pruned model
+            return _adopt_main(ctx, sdir, (model, info, masks))
         return model, info, masks
+
+
+def _adopt_main(
+    ctx: Context,
+    sdir: Path,
+    mine: tuple[nn.Module, dict[str, Any], dict[str, torch.Tensor] | None] | None,
+) -> tuple[nn.Module, dict[str, Any], dict[str, torch.Tensor] | None]:
+    """Rank 0's pruned model (``mine`` there: model, info, masks, stored in ``sdir``): its
+    structure, weights, info and masks are broadcast and rebuilt on the other ranks, so
+    every rank holds exactly rank 0's architecture, masks and weights."""
+    from prunebench.pruning import apply_structure
+
+    def payload() -> tuple[Any, ...]:
+        assert mine is not None
+        model, info, masks = mine
+        structure = (io.read_json(sdir / "structure.json")["kept"]
+                     if (sdir / "structure.json").is_file() else None)
+        return (structure, cpu_state(model), info,
+                None if masks is None else {k: v.cpu() for k, v in masks.items()})
+
+    structure, state, info, masks = distributed.from_main(payload)
+    if distributed.is_main():
+        assert mine is not None
+        return mine
+    model = ctx.build_dense()
+    if structure is not None:
+        model = apply_structure(model, structure, ctx.example)
+    model.load_state_dict(state)
+    return model.to(ctx.device), info, masks
 
 
 def _load_pruned(

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunebench import distributed
 from prunebench.errors import TrainingDiverged
 from prunebench.recipe import TrainCfg
 
@@ -248,6 +249,8 @@ def _forward_loss(
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(x.device, precision):
         logits = model(x)
+        if y.shape[0] == 0:  # a rank's empty slice of a small last batch (several processes)
+            return logits.float().sum(), y.new_zeros(())
         loss = F.cross_entropy(logits.float(), y)
     correct = (logits.detach().argmax(1) == y).sum()
     return loss, correct
@@ -331,6 +334,9 @@ def evaluate(
             top5 = logits.topk(5, dim=1).indices
             correct5 += (top5 == y[:, None]).any(1).sum()
     model.train(was_training)
+    reduce = getattr(loader, "reduce_sums", None)  # a rank's slices (several processes)
+    if reduce is not None:
+        correct, correct5, loss_sum = reduce(correct, correct5, loss_sum)
     n = loader.num_samples
     out = {"acc": 100.0 * correct.item() / n, "loss": loss_sum.item() / n}
     if num_classes > 10:
@@ -386,14 +392,19 @@ def train(
     reporter = reporter or SilentReporter()
     state = state or TrainState()
     plan = loaders.speed
+    par = distributed.for_training(model, loaders)  # None in one process
+    if par is not None:
+        loaders = par.loaders  # each rank's slice of every batch
     stepper = _Stepper(model, loaders)
     if stepper.channels_last:
         model.to(memory_format=torch.channels_last)
     try:
         return _train_epochs(model, loaders, cfg, phase, state, stop_at, reporter,
                              on_epoch_end, extra_metrics, hooks, stepper,
-                             bool(plan and plan.fused_sgd))
+                             bool(plan and plan.fused_sgd), par)
     finally:
+        if par is not None:
+            par.close()
         if stepper.channels_last:
             model.to(memory_format=torch.contiguous_format)
 
@@ -416,6 +427,7 @@ def _train_epochs(
     hooks: StepHooks | None,
     stepper: _Stepper,
     fused: bool,
+    par: distributed.Parallel | None = None,
 ) -> TrainState:
     optimizer = make_optimizer(model, cfg, fused=fused)
     if state.optimizer is not None:
@@ -438,6 +450,8 @@ def _train_epochs(
         reporter.start_epoch(phase, epoch, end, len(loaders.train))
         loss_sum = correct = None
         seen = 0
+        if par is not None:
+            par.begin_epoch()
         for x, y in loaders.train.epoch(epoch):
             warming = stepper.warming and y.shape[0] == stepper.full
             if warming:  # a compile / CUDA-graph warm-up step: timed apart (synchronised)
@@ -445,7 +459,10 @@ def _train_epochs(
                 tw = time.perf_counter()
             loss, batch_correct = stepper.forward(x, y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if par is None:
+                loss.backward()
+            else:  # the weighted local loss, then gradients averaged over the ranks
+                par.backward(loss, y)
             if hooks is not None:
                 hooks.after_backward(model, step)
             optimizer.step()
@@ -463,6 +480,8 @@ def _train_epochs(
                 stepper.warm += 1
             seen += y.numel()
             reporter.advance()
+        if par is not None:  # the epoch's sums over every rank (one all_reduce per epoch)
+            loss_sum, correct, seen = par.epoch_totals(model, loss_sum, correct, seen, epoch)
         train_seconds = time.perf_counter() - t0 - compile_seconds
         total_loss = loss_sum.item() if seen else 0.0
         if not math.isfinite(total_loss):

@@ -712,3 +712,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    __import__("prunebench.data.cli", fromlist=["register"]).register(app)

@@ -45,6 +45,30 @@ class Context:
     reporter: Reporter | None = None
     speed: SpeedPlan | None = None  # the fast path as resolved for ``device``
 
+    @property
+    def streaming(self) -> bool:
+        """Data read from a memory-mapped store (ImageNet), not held in memory: ``train_x``
+        is then a :class:`~prunebench.data.shards.StoreView` of the training rows."""
+        return bool(getattr(self.dataset, "streaming", False))
+
+    def _stream_loader(self, offset: int) -> Any:
+        from prunebench.data.shards import ShardLoader
+
+        view = self.train_x
+        return ShardLoader(
+            view.images,  # type: ignore[attr-defined]
+            self.dataset.train_y,
+            view.rows,  # type: ignore[attr-defined]
+            crop=self.dataset.crop,
+            batch_size=self.recipe.data.batch_size,
+            mean=self.dataset.mean,
+            std=self.dataset.std,
+            shuffle=True,
+            augment=self.augment,
+            seed=self.recipe.seed * 1000 + offset,
+            device=self.device,
+        )
+
     def build_dense(self) -> nn.Module:
         from prunebench.models import build_model
 
@@ -65,6 +89,9 @@ class Context:
 
         offset = {"pretrain": 0, "retrain": 1}.get(phase, 2)
         d = self.recipe.data
+        if self.streaming:
+            return Loaders(self._stream_loader(offset), self.loaders.val, self.loaders.test,
+                           self.loaders.num_classes, self.recipe.precision, self.speed)
         train_loader = BatchLoader(
             self.train_x,
             self.train_y,
@@ -96,6 +123,8 @@ def prepare(recipe: Recipe, device: torch.device, reporter: Reporter | None = No
         gen = torch.Generator().manual_seed(d.seed + 1)
         pick = torch.randperm(len(train_idx), generator=gen)[: d.train_subset]
         train_idx = train_idx[pick.sort().values]
+    if getattr(ds, "streaming", False):
+        return _prepare_streaming(recipe, device, reporter, ds, train_idx, val_idx)
     common = {"mean": ds.mean, "std": ds.std, "device": device}
     speed = resolve_speed(recipe.speed, device, d.eval_batch_size)
     eval_batch = speed.eval_batch_size or d.eval_batch_size
@@ -115,6 +144,53 @@ def prepare(recipe: Recipe, device: torch.device, reporter: Reporter | None = No
         example,
         (ds.in_channels, *ds.input_size),
         train_x,
+        train_y,
+        ds.augment if d.augment else "none",
+        reporter,
+        speed,
+    )
+    ctx.loaders = ctx.loaders_for("pretrain")
+    return ctx
+
+
+def _prepare_streaming(
+    recipe: Recipe,
+    device: torch.device,
+    reporter: Reporter | None,
+    ds: Any,
+    train_idx: torch.Tensor,
+    val_idx: torch.Tensor,
+) -> Context:
+    """``prepare`` for a store-backed dataset (:class:`~prunebench.data.StreamDataset`):
+    nothing is sliced or copied; the splits are index arrays into the memory-mapped training
+    images (validation carved from them as for in-memory data), the test set is the store's
+    val split, and every loader gathers its rows per chunk."""
+    from prunebench.data.shards import ShardLoader, StoreView
+
+    d = recipe.data
+    speed = resolve_speed(recipe.speed, device, d.eval_batch_size)
+    eval_batch = speed.eval_batch_size or d.eval_batch_size
+    store = ds.store
+    common: dict[str, Any] = {"crop": ds.crop, "mean": ds.mean, "std": ds.std,
+                              "device": device}
+
+    def eval_loader(split: str, rows: torch.Tensor, batch: int = eval_batch) -> ShardLoader:
+        return ShardLoader(store.images[split], store.labels[split], rows, batch_size=batch,
+                           **common)
+
+    val_loader = eval_loader("train", val_idx) if len(val_idx) else None
+    test_loader = eval_loader("val", torch.arange(len(store.labels["val"])))
+    train_x = StoreView(store.images["train"], train_idx, ds.crop)
+    train_y = ds.train_y[train_idx]
+    example = next(iter(eval_loader("train", train_idx[:8], 8).epoch(0)))[0]
+    ctx = Context(
+        recipe,
+        device,
+        ds,
+        Loaders(test_loader, val_loader, test_loader, ds.num_classes, recipe.precision),
+        example,
+        (ds.in_channels, *ds.input_size),
+        train_x,  # type: ignore[arg-type]
         train_y,
         ds.augment if d.augment else "none",
         reporter,

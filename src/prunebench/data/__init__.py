@@ -2,8 +2,10 @@
 
 Registered datasets (``DATASETS``): ``fashion_mnist``, ``mnist`` (IDX files), ``cifar10``,
 ``cifar100`` (official python batches / ``.tar.gz``, or an ImageFolder copy as folder or
-``.zip``) and ``synthetic`` (generated, for tests). ``load_dataset(name, data_dir, **kwargs)``
-returns a :class:`Dataset`, memoised per process.
+``.zip``), ``synthetic`` (generated, for tests), and ``imagenet`` / ``imagenet100``: a store
+prepared once by ``prunebench data prepare`` (:mod:`prunebench.data.imagenet`), memory-mapped
+and streamed by :class:`~prunebench.data.shards.ShardLoader` instead of held in memory.
+``load_dataset(name, data_dir, **kwargs)`` returns a :class:`Dataset`, memoised per process.
 
 Where the files are looked for (first hit wins):
 
@@ -31,27 +33,77 @@ read, found by the same lookup order but never decoded: a content checksum of it
 by absolute path, size and mtime in ``<cache>/checksums.json``), or a hash of the generation
 parameters for ``synthetic``. The plan puts it into the dense stage's key (so into every run id)
 and runs record it as ``data.checksum`` (see :mod:`prunebench.data.identity`).
+
+The package imports lazily (PEP 562): ``import prunebench.data`` (and so ``prunebench data
+--help``, whose commands live in :mod:`prunebench.data.cli`) costs no torch import; the
+first use of any name below imports the loaders and registers the datasets.
 """
 
-from prunebench.data import cifar, mnist, synthetic  # noqa: F401  (register the loaders)
-from prunebench.data.core import (
-    DATASET_SHAPES,
-    DATASETS,
-    Dataset,
-    clear_memo,
-    data_identity,
-    dataset_shape,
-    load_dataset,
-    tensor_checksum,
-)
-from prunebench.data.loader import BatchLoader, crop_flip, derive_seed, split_train_val
-from prunebench.data.paths import cache_root, find_data
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prunebench.data.core import (
+        DATASET_SHAPES,
+        DATASETS,
+        Dataset,
+        clear_memo,
+        data_identity,
+        dataset_shape,
+        load_dataset,
+        tensor_checksum,
+    )
+    from prunebench.data.loader import BatchLoader, crop_flip, derive_seed, split_train_val
+    from prunebench.data.paths import cache_root, find_data
+    from prunebench.data.shards import ShardLoader, StreamDataset, open_store
+
+_EXPORTS = {
+    "DATASET_SHAPES": "core",
+    "DATASETS": "core",
+    "Dataset": "core",
+    "clear_memo": "core",
+    "data_identity": "core",
+    "dataset_shape": "core",
+    "load_dataset": "core",
+    "tensor_checksum": "core",
+    "BatchLoader": "loader",
+    "crop_flip": "loader",
+    "derive_seed": "loader",
+    "split_train_val": "loader",
+    "cache_root": "paths",
+    "find_data": "paths",
+    "ShardLoader": "shards",
+    "StreamDataset": "shards",
+    "open_store": "shards",
+}
+#: the modules whose import registers the built-in datasets
+_LOADERS = ("cifar", "imagenet", "mnist", "synthetic")
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prunebench.data' has no attribute {name!r}")
+    for loader in _LOADERS:
+        importlib.import_module(f"prunebench.data.{loader}")
+    value = getattr(importlib.import_module(f"prunebench.data.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "DATASET_SHAPES",
     "DATASETS",
     "BatchLoader",
     "Dataset",
+    "ShardLoader",
+    "StreamDataset",
     "cache_root",
     "clear_memo",
     "crop_flip",
@@ -60,6 +112,7 @@ __all__ = [
     "derive_seed",
     "find_data",
     "load_dataset",
+    "open_store",
     "split_train_val",
     "tensor_checksum",
 ]

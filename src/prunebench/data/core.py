@@ -154,7 +154,17 @@ def identify_with(identify: Callable[..., str]) -> Callable[[Loader], Loader]:
     return deco
 
 
+def _register_builtins() -> None:
+    """Import the built-in loaders (they register themselves), for callers that imported
+    this module without the package's names (``prunebench.data`` imports lazily)."""
+    import importlib
+
+    for module in ("cifar", "imagenet", "mnist", "synthetic"):
+        importlib.import_module(f"prunebench.data.{module}")
+
+
 def _checked_loader(name: str, data_dir: str | Path | None, kwargs: dict[str, Any]) -> Loader:
+    _register_builtins()
     loader = DATASETS.get(name)
     try:
         inspect.signature(loader).bind(data_dir, **kwargs)

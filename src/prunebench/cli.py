@@ -182,11 +182,30 @@ class LineReporter:
                   f"{metrics.get('seconds') or 0:.1f}s"]
         self._emit(self._where() + "  ".join(parts))
 
-    def end_cell(self, result: Any) -> None:
+    def end_cell(self, result: Any, progress: Any = None) -> None:
+        """A finished run. ``progress`` (parallel backends: a
+        :class:`~prunebench.studies.executor.RunProgress`): one line with the study's counts,
+        ``[12/40] done <id> <row / column / seed>  test 91.23%  (3 running, 1 failed, ETA
+        4m10s)``."""
         self.n = 1
+        res = result.result or {}
+        if progress is not None:
+            self.done = progress.done
+            text = f"[{progress.done}/{progress.total}] {result.status} {result.id} " \
+                   f"{progress.label}"
+            if res.get("test_acc") is not None:
+                text += f"  test {_pct(res['test_acc'])}"
+            if progress.attempts == 0:
+                text += "  (finished before)"
+            elif progress.attempts > 1:
+                text += f"  after {progress.attempts} attempts"
+            if res.get("error"):
+                text += f": {res['error']}"
+            self._emit(f"{text}  ({progress.running} running, {progress.failed} failed, "
+                       f"ETA {progress.eta})")
+            return
         where = self._where()
         self.done += 1
-        res = result.result or {}
         text = f"{where}run {result.id} {result.status}"
         if res.get("test_acc") is not None:
             text += f"  test {_pct(res['test_acc'])}"
@@ -257,9 +276,23 @@ class RichReporter:
         self.last = f"lr {metrics.get('lr', 0):g}  test {_pct(metrics.get('test_acc'))}"
         self._show()
 
-    def end_cell(self, result: Any) -> None:
+    def end_cell(self, result: Any, progress: Any = None) -> None:
         self._ensure()
         self.progress.advance(self.task, 1)
+        if progress is None:
+            return
+        # parallel backends: the counts in the display; a run that did not finish also
+        # gets a line of its own above it
+        self.label = f"{progress.running} running, {progress.failed} failed"
+        self.epoch, self.n_batches = "", 0
+        self.last = f"last: {progress.label} {result.status}"
+        self._show()
+        if result.status != "done":
+            err = (result.result or {}).get("error")
+            tries = f" after {progress.attempts} attempts" if progress.attempts > 1 else ""
+            self.progress.console.print(
+                f"run {result.id} ({progress.label}) {result.status}{tries}"
+                + (f": {err}" if err else ""), highlight=False, markup=False)
 
     def warn(self, message: str) -> None:
         self.progress.console.print(f"warning: {message}", highlight=False, markup=False)
@@ -316,44 +349,11 @@ def run(
     quiet: QuietOpt = False,
     json_: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
     log: LogOpt = None,
-) -> None:
-    """Run a recipe (every cell of its grid): pretrain -> prune -> retrain."""
-    set_ = _log_overrides(log, set_)
-    reporter = _reporter(quiet, lines_only=json_) if main else None
-    try:
-        items = api.run_all(
-            recipe, out, overrides=set_, reporter=reporter, device=device, data_dir=data_dir
-        )
-    except PrunebenchError as exc:
-        _fail(exc)
-    finally:
-        if reporter is not None:
-            reporter.close()
-    bad = api.not_done(items)
-    if json_:
-        typer.echo(
-            json.dumps(
-                [{"id": r.id, "cell": c, "status": r.status, "result": r.result} for c, r in items],
-                indent=2,
-            )
-        )
-        _exit_incomplete(len(items), [(r.id, c, r.status, r.result.get("error"))
-                                      for c, r in bad], quiet=True)
-        return
-    console.print(results_table(result_rows(items), title=f"Results ({recipe})"))
-    from prunebench.compare.calibrate import calibrate, calibration_requested
-
-    if calibration_requested(recipe, set_):  # finished runs: this only reads the store
-        from prunebench.compare.cli import _print_calibration
-
-        _print_calibration(calibrate(recipe, out, overrides=set_, device=device,
-                                     data_dir=data_dir))
-    console.print(f"runs stored in {out}/ (prunebench runs --out {out})")
     nproc: Annotated[str | None, typer.Option(
         "--nproc", metavar="N", help="run each run data-parallel on N local processes (GPUs "
         "with NCCL, CPU with gloo; grid cells one after another; docs/scale.md)")] = None,
-    _exit_incomplete(len(items), [(r.id, c, r.status, r.result.get("error")) for c, r in bad])
-
+) -> None:
+    """Run a recipe (every cell of its grid): pretrain -> prune -> retrain."""
     from prunebench import distributed
     from prunebench.errors import RecipeError
 
@@ -378,6 +378,59 @@ def run(
                           f"{distributed.env_world()} (torchrun sets the world size)"))
     main = distributed.env_world() <= 1 or distributed.env_rank() == 0
     distributed.pin_device()
+    set_ = _log_overrides(log, set_)
+    reporter = _reporter(quiet, lines_only=json_) if main else None
+    try:
+        items = api.run_all(
+            recipe, out, overrides=set_, reporter=reporter, device=device, data_dir=data_dir
+        )
+    except PrunebenchError as exc:
+        if not main:  # rank 0 says it
+            raise typer.Exit(code=exc.exit_code) from None
+        _fail(exc)
+    finally:
+        if reporter is not None:
+            reporter.close()
+    bad = api.not_done(items)
+    if not main:  # rank 0 prints the results and sets the exit status
+        return
+    if json_:
+        typer.echo(
+            json.dumps(
+                [{"id": r.id, "cell": c, "status": r.status, "result": r.result} for c, r in items],
+                indent=2,
+            )
+        )
+        _exit_incomplete(len(items), [(r.id, c, r.status, r.result.get("error"))
+                                      for c, r in bad], quiet=True)
+        return
+    console.print(results_table(result_rows(items), title=f"Results ({recipe})"))
+    from prunebench.compare.calibrate import calibrate, calibration_requested
+
+    if calibration_requested(recipe, set_):  # finished runs: this only reads the store
+        from prunebench.compare.cli import _print_calibration
+
+        _print_calibration(calibrate(recipe, out, overrides=set_, device=device,
+                                     data_dir=data_dir))
+    console.print(f"runs stored in {out}/ (prunebench runs --out {out})")
+    _exit_incomplete(len(items), [(r.id, c, r.status, r.result.get("error")) for c, r in bad])
+
+
+def _nproc(value: str | None) -> int:
+    """``--nproc N``: an int >= 1 (a one-line error, exit 2, otherwise)."""
+    from prunebench.errors import RecipeError
+
+    if value is None:
+        return 1
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        _fail(RecipeError(f"--nproc must be an integer >= 1 (processes for one run), "
+                          f"got {value!r}"))
+    return n
+
 
 def _exit_incomplete(total: int, bad: list[tuple[str, Any, str, Any]], quiet: bool = False
                      ) -> None:
@@ -385,15 +438,11 @@ def _exit_incomplete(total: int, bad: list[tuple[str, Any, str, Any]], quiet: bo
     if not bad:
         return
     from prunebench.errors import RunsIncomplete
-        if not main:  # rank 0 says it
-            raise typer.Exit(code=exc.exit_code) from None
 
     if not quiet:
         parts = []
         for rid, cell, status, error in bad:
             where = (", ".join(f"{k}={v}" for k, v in cell.items()) if isinstance(cell, dict)
-    if not main:  # rank 0 prints the results and sets the exit status
-        return
                      else str(cell or ""))
             parts.append(f"{rid}{f' ({where})' if where else ''} {status}"
                          + (f": {error}" if error else ""))
@@ -416,22 +465,6 @@ def runs_cmd(
         "--sort", help="sort by a column: test_acc, ta, speedup, variant, lr, seed, "
                        "created, ... (-COLUMN: descending)")] = None,
     json_: Annotated[bool, typer.Option("--json", help="a JSON list of runs")] = False,
-def _nproc(value: str | None) -> int:
-    """``--nproc N``: an int >= 1 (a one-line error, exit 2, otherwise)."""
-    from prunebench.errors import RecipeError
-
-    if value is None:
-        return 1
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        _fail(RecipeError(f"--nproc must be an integer >= 1 (processes for one run), "
-                          f"got {value!r}"))
-    return n
-
-
 ) -> None:
     """List the runs of a store: id, variant (study row), method, ratio, LR, seed, init,
     status, final accuracy, TA, speedup. Ids are never cut."""
@@ -552,11 +585,26 @@ def study(
     out: OutOpt = Path("runs"),
     quiet: QuietOpt = False,
     report: Annotated[bool, typer.Option(help="write <out>/report.html")] = True,
-    workers: Annotated[int, typer.Option(min=1, help="cells run in parallel")] = 1,
-    backend: Annotated[str, typer.Option(help="serial | process | ray")] = "process",
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="jobs run in parallel (default 1; with --backend ray: as many as the "
+        "cluster's resources allow)")] = None,
+    backend: Annotated[str, typer.Option(
+        help="serial | process (local processes, with --workers > 1) | ray (Ray tasks; "
+        "docs/scale.md)")] = "process",
     stack: Annotated[int | None, typer.Option(
         min=1, help="train up to K stackable cells as one fused model (1: off; default: "
         "on with 8 copies on CUDA, off on CPU)")] = None,
+    retries: Annotated[int, typer.Option(
+        help="run a cell that fails or diverges again up to N times (any backend)")] = 0,
+    cpus_per_run: Annotated[float | None, typer.Option(
+        help="CPUs (torch threads) per job (default: CPU count // workers; Ray: 1 "
+             "without --workers)")] = None,
+    gpus_per_run: Annotated[float | None, typer.Option(
+        help="Ray: GPUs per job, fractions share a GPU, e.g. 0.25 (default: 1 when the "
+             "cluster has GPUs and the device is auto/cuda, else 0)")] = None,
+    address: Annotated[str | None, typer.Option(
+        help="Ray: join the cluster at auto | HOST:PORT (default: start a local Ray)")
+    ] = None,
     log: LogOpt = None,
 ) -> None:
     """Run a study (finished cells are skipped, interrupted ones resume) and report it.
@@ -572,16 +620,29 @@ def study(
             console.print(f"{'':20s} presets: {', '.join(load_study(n).presets)}",
                           highlight=False)
         return
+    from prunebench.studies.executor import check_options
+
+    try:  # bad values: one line, exit 2, nothing written
+        check_options(backend=backend, workers=workers, retries=retries,
+                      cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, address=address)
+    except PrunebenchError as exc:
+        _fail(exc)
     reporter = _reporter(quiet)
     command = " ".join(["prunebench", "study", name, "--preset", preset]
                        + ([f"--seeds {seeds}"] if seeds else [])
                        + [f"--set {s}" for s in set_ or []] + ["--out", str(out)]
-                       + ([f"--stack {stack}"] if stack else []))
+                       + ([f"--stack {stack}"] if stack else [])
+                       + ([f"--retries {retries}"] if retries else []))
     set_ = _log_overrides(log, set_)
+    if backend != "ray" and (workers or 1) == 1:
+        backend = "serial"  # one process pool worker: this process, with its epoch lines
     try:
         manifests = run_studies(name, out, preset=preset, seeds=seeds, overrides=set_,
-                                reporter=reporter, command=command, workers=workers,
-                                backend=backend if workers > 1 else "serial", stack=stack)
+                                reporter=reporter, command=command,
+                                workers=workers if backend == "ray" else workers or 1,
+                                backend=backend, stack=stack, retries=retries,
+                                cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
+                                address=address)
     except PrunebenchError as exc:
         _fail(exc)
     finally:
@@ -697,6 +758,7 @@ def _register_extensions() -> None:
 
     register_compare(app)
     register_report(app)
+    __import__("prunebench.data.cli", fromlist=["register"]).register(app)
 
 
 _register_extensions()
@@ -712,4 +774,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    __import__("prunebench.data.cli", fromlist=["register"]).register(app)

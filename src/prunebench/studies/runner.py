@@ -6,7 +6,9 @@ seed) to its run id; reports read it together with the runs' results and metrics
 Every cell is validated (recipe, layer patterns against the built model, the files it
 names) before the manifest or any run is written. A cell that diverges or fails does not
 stop the others: the manifest records each cell's ``status`` and lists the ones that did
-not finish under ``not_done``; ``complete`` is true only when every cell is done.
+not finish under ``not_done``; ``complete`` is true only when every cell is done. With
+``retries`` N such a cell runs again up to N times first; each cell records ``attempts``
+(0: finished before this start) and, on Ray, ``placement`` (node, GPU ids, device).
 
 With stacking (``stack`` k > 1; automatic: on when the recipes train on CUDA) the cells
 whose retraining can stack train as fused models of up to k copies
@@ -29,7 +31,13 @@ from prunebench.plan import plan
 from prunebench.recipe import Recipe, apply_overrides, build_recipe, set_path
 from prunebench.stacked_runs import auto_stack, stack_jobs
 from prunebench.store import RunStore
-from prunebench.studies.executor import run_cells, run_job
+from prunebench.studies.executor import (
+    check_options,
+    connect_ray,
+    ray_gpus,
+    run_cells,
+    run_job,
+)
 from prunebench.studies.spec import StudySpec, load_study
 from prunebench.train import Reporter, report
 
@@ -96,20 +104,35 @@ def run_study(
     overrides: list[str] | None = None,
     reporter: Reporter | None = None,
     command: str | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     backend: str = "serial",
     validate: bool = True,
     stack: int | None = None,
+    retries: int = 0,
+    cpus_per_run: float | None = None,
+    gpus_per_run: float | None = None,
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Run every cell (finished ones return at once, interrupted ones resume); the manifest.
 
-    ``workers > 1`` runs cells in parallel (``backend`` "process" or "ray"). Every cell is
+    ``workers > 1`` runs cells in parallel (``backend`` "process"; None: 1) or caps the
+    jobs in flight on Ray (None: as many as the cluster's resources allow). Every cell is
     validated first (``validate=False``: the caller already did); a cell that diverges or
     fails is recorded in the manifest (``status``, ``not_done``) and the others still run.
     ``stack`` k trains up to k stackable cells as one fused model (1: off; None: on, with
     :data:`prunebench.stacked_runs.DEFAULT_STACK` copies, when the device is CUDA); with
     workers each worker takes one stack.
+
+    ``retries`` N: a cell that fails or diverges runs again up to N times (the manifest's
+    cells and ``not_done`` say how often: ``attempts``). Ray (``backend="ray"``): each job
+    is a Ray task with ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs (default: 1 when
+    the cluster has GPUs and the device is auto / cuda, else 0) on the cluster at
+    ``address`` ("auto", HOST:PORT; None: a local Ray); ``workers`` caps the jobs in
+    flight (None: as many as the cluster's resources allow). See
+    :mod:`prunebench.studies.executor`.
     """
+    check_options(backend=backend, workers=workers, retries=retries,
+                  cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, address=address)
     spec = study if isinstance(study, StudySpec) else load_study(study)
     cells = expand_study(spec, preset, seeds=seeds, overrides=overrides)
     dense = dense_recipes(spec, preset, seeds=seeds, overrides=overrides)
@@ -137,6 +160,10 @@ def run_study(
                     "values": p.columns.values},
         "seeds": seeds if seeds is not None else p.seeds,
         "stack": k,
+        "execution": {"backend": backend, "workers": workers, "retries": retries,
+                      **({"cpus_per_run": cpus_per_run} if cpus_per_run else {}),
+                      **({"gpus_per_run": gpus_per_run} if gpus_per_run is not None else {}),
+                      **({"address": address} if address else {})},
         "command": command or f"prunebench study {spec.name} --preset {preset}",
         "pretrain_stages": sorted({chain[0].key for chain in chains[: len(cells)]}),
         "dense_runs": {str(seed): chain[-1].key
@@ -156,35 +183,40 @@ def run_study(
              *(f"dense reference, seed {seed}" for seed in dense)]
     report(reporter, "begin", len(recipes), f"study {spec.name} ({preset})")
 
-    def serial(job: list[int]) -> list[RunResult]:
+    def serial(job: list[int]) -> list[RunResult]:  # run_cells reports each end_cell
         report(reporter, "start_cell", " + ".join(short[i] for i in job), len(job))
-        got = run_job([recipes[i] for i in job], str(out), k, reporter)
-        for res in got:
-            report(reporter, "end_cell", res)
-        return got
+        return run_job([recipes[i] for i in job], str(out), k, reporter)
 
     # finished runs and repeated recipes are not stacked (they return from the store)
-    store, seen, skip = RunStore(out), set[str](), list[bool]()
+    store, seen, skip, finished = RunStore(out), set[str](), list[bool](), list[bool]()
     for chain in chains:
         rid = chain[-1].key
-        skip.append(rid in seen or _done(store, rid))
+        finished.append(_done(store, rid))
+        skip.append(rid in seen or finished[-1])
         seen.add(rid)
+    attempts: dict[int, int] = {}
     results = run_cells(
         [r.model_dump(mode="json") for r in recipes],
         [chain[0].key for chain in chains],
         str(out), workers=workers, backend=backend, serial=serial,
-        jobs=stack_jobs(recipes, k, skip), stack=k,
+        jobs=stack_jobs(recipes, k, skip), stack=k, retries=retries, reporter=reporter,
+        labels=short, finished=finished, cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run, address=address, attempts=attempts,
     )
     assert [r.id for r in results[: len(cells)]] == [c["run"] for c in manifest["cells"]]
     manifest["not_done"] = []
     for i, res in enumerate(results):
         if i < len(cells):
             manifest["cells"][i]["status"] = res.status
+            manifest["cells"][i]["attempts"] = attempts.get(i, 1)
             if res.result.get("stack") is not None:
                 manifest["cells"][i]["stack"] = res.result["stack"]
+            if res.result.get("placement") is not None:
+                manifest["cells"][i]["placement"] = res.result["placement"]
         if res.status != "done":
             manifest["not_done"].append({"cell": labels[i], "run": res.id, "status": res.status,
-                                         "error": res.result.get("error")})
+                                         "error": res.result.get("error"),
+                                         "attempts": attempts.get(i, 1)})
     if spec.analysis == "crossval":
         if manifest["not_done"]:
             manifest["analysis"] = {"verdict": "no cross-validation verdict: "
@@ -236,13 +268,24 @@ def run_studies(
     study: str | Path | StudySpec, out: str | os.PathLike[str] = "runs", *, preset: str = "cpu",
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """Run a preset, or every member of a preset group; one manifest per table."""
+    """Run a preset, or every member of a preset group; one manifest per table.
+
+    Everything is checked before anything is written: the options (``backend``,
+    ``retries``, ...), every cell of every table, and (Ray) the cluster connection."""
+    check_options(**{k: v for k, v in kwargs.items() if k in (
+        "backend", "workers", "retries", "cpus_per_run", "gpus_per_run", "address")})
     spec = study if isinstance(study, StudySpec) else load_study(study)
     names = spec.resolve(preset)
+    every: list[Recipe] = []
     for name in names:  # validate every cell of every table before anything is written
         seeds, overrides = kwargs.get("seeds"), kwargs.get("overrides")
         cells = expand_study(spec, name, seeds=seeds, overrides=overrides)
         dense = dense_recipes(spec, name, seeds=seeds, overrides=overrides)
         recipes = [*(c.recipe for c in cells), *dense.values()]
         validate_recipes(list(zip(_labels(spec, name, cells, dense), recipes, strict=True)))
+        every += recipes
+    if kwargs.get("backend") == "ray":
+        ray_gpus(connect_ray(kwargs.get("address")), [r.model_dump(mode="json")
+                                                      for r in every],
+                 kwargs.get("gpus_per_run"))
     return [run_study(spec, out, preset=name, validate=False, **kwargs) for name in names]

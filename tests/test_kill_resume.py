@@ -97,9 +97,17 @@ def test_sigkill_the_study_then_resume(tmp_path):
     proc = _start(study, out)
     t0 = time.monotonic()
     try:
-        while not (out.is_dir() and _finished(out) and _partial(out)):
+        while True:
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
             assert time.monotonic() - t0 < 300, "no run finished while another was part-way"
+            if out.is_dir() and _finished(out) and _partial(out):
+                # freeze the whole group, then look again: a tiny run can finish between a
+                # look and the kill, so the state is judged with nothing running
+                os.killpg(proc.pid, signal.SIGSTOP)
+                time.sleep(0.2)
+                if _finished(out) and _partial(out):
+                    break
+                os.killpg(proc.pid, signal.SIGCONT)
             time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-study

@@ -18,16 +18,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil  # dev extra, as Ray itself: these tests must run, never skip
 import pytest
+import ray  # noqa: F401
 import yaml
 from typer.testing import CliRunner
 
-pytest.importorskip("ray")
-psutil = pytest.importorskip("psutil")
-
-from prunebench.cli import app  # noqa: E402
-from prunebench.store import RunStore  # noqa: E402
-from prunebench.studies import run_studies  # noqa: E402
+from prunebench.cli import app
+from prunebench.store import RunStore
+from prunebench.studies import run_studies
 
 PRUNEBENCH = Path(sys.executable).with_name("prunebench")
 RAY = Path(sys.executable).with_name("ray")

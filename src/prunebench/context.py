@@ -136,6 +136,15 @@ def prepare(recipe: Recipe, device: torch.device, reporter: Reporter | None = No
     test_loader = eval_loader(ds.test_x, ds.test_y)
     train_x, train_y = ds.train_x[train_idx], ds.train_y[train_idx]
     example = next(iter(eval_loader(train_x[:8], train_y[:8]).epoch(0)))[0]
+    return _context(recipe, device, reporter, ds, speed, (val_loader, test_loader), example,
+                    train_x, train_y)
+
+
+def _context(recipe: Recipe, device: torch.device, reporter: Reporter | None, ds: Any,
+             speed: SpeedPlan, eval_loaders: tuple[Any, Any], example: torch.Tensor,
+             train_x: Any, train_y: torch.Tensor) -> Context:
+    """The Context of prepared data, its loaders set for pretraining."""
+    val_loader, test_loader = eval_loaders
     ctx = Context(
         recipe,
         device,
@@ -145,7 +154,7 @@ def prepare(recipe: Recipe, device: torch.device, reporter: Reporter | None = No
         (ds.in_channels, *ds.input_size),
         train_x,
         train_y,
-        ds.augment if d.augment else "none",
+        ds.augment if recipe.data.augment else "none",
         reporter,
         speed,
     )
@@ -183,21 +192,8 @@ def _prepare_streaming(
     train_x = StoreView(store.images["train"], train_idx, ds.crop)
     train_y = ds.train_y[train_idx]
     example = next(iter(eval_loader("train", train_idx[:8], 8).epoch(0)))[0]
-    ctx = Context(
-        recipe,
-        device,
-        ds,
-        Loaders(test_loader, val_loader, test_loader, ds.num_classes, recipe.precision),
-        example,
-        (ds.in_channels, *ds.input_size),
-        train_x,  # type: ignore[arg-type]
-        train_y,
-        ds.augment if d.augment else "none",
-        reporter,
-        speed,
-    )
-    ctx.loaders = ctx.loaders_for("pretrain")
-    return ctx
+    return _context(recipe, device, reporter, ds, speed, (val_loader, test_loader), example,
+                    train_x, train_y)
 
 
 

@@ -5,17 +5,24 @@ matplotlib until a name that needs them is used)."""
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
 
-def lazy_exports(package: str, where: dict[str, str]) -> Callable[[str], Any]:
+def lazy_exports(package: str, where: dict[str, str],
+                 before: Callable[[], None] | None = None) -> Callable[[str], Any]:
     """A module ``__getattr__`` for ``package`` that imports ``where[name]`` (a module
-    path) on first access of ``name``."""
+    path) on first access of ``name`` (after calling ``before``, e.g. to register
+    built-ins) and keeps the value in the package, so later accesses are plain lookups."""
 
     def __getattr__(name: str) -> Any:
         if name not in where:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(where[name]), name)
+        if before is not None:
+            before()
+        value = getattr(importlib.import_module(where[name]), name)
+        setattr(sys.modules[package], name, value)
+        return value
 
     return __getattr__

@@ -41,8 +41,9 @@ first use of any name below imports the loaders and registers the datasets.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from prunebench.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from prunebench.data.core import (
@@ -78,19 +79,16 @@ _EXPORTS = {
     "StreamDataset": "shards",
     "open_store": "shards",
 }
-#: the modules whose import registers the built-in datasets
-_LOADERS = ("cifar", "imagenet", "mnist", "synthetic")
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'prunebench.data' has no attribute {name!r}")
-    for loader in _LOADERS:
-        importlib.import_module(f"prunebench.data.{loader}")
-    value = getattr(importlib.import_module(f"prunebench.data.{module}"), name)
-    globals()[name] = value
-    return value
+def _register_builtins() -> None:
+    from prunebench.data.core import _register_builtins as register
+
+    register()
+
+
+__getattr__ = lazy_exports(
+    __name__, {k: f"prunebench.data.{v}" for k, v in _EXPORTS.items()}, _register_builtins)
 
 
 def __dir__() -> list[str]:

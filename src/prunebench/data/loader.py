@@ -96,7 +96,48 @@ def crop_flip(
     return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-class BatchLoader:
+class Batching:
+    """What every batch loader shares: batch size and chunking checks, the number of
+    batches, and normalisation of uint8 (or [0, 255] float) images on the device.
+    Subclasses set ``device``, ``num_samples``, ``drop_last`` and call :meth:`_batching`."""
+
+    device: torch.device
+    num_samples: int
+    drop_last: bool
+
+    def _batching(self, name: str, channels: int, batch_size: int, mean: Sequence[float],
+                  std: Sequence[float], chunk_batches: int | None) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise DataError(f"{name}: batch_size must be an int >= 1, got {batch_size!r}")
+        if len(mean) != channels or len(std) != channels:
+            raise DataError(
+                f"{name}: mean/std need {channels} values, got {len(mean)}/{len(std)}"
+            )
+        if any(s <= 0 for s in std):
+            raise DataError(f"{name}: std values must be > 0, got {tuple(std)}")
+        if chunk_batches is None:
+            chunk_batches = (max(1, CUDA_CHUNK_IMAGES // batch_size)
+                             if self.device.type == "cuda" else 1)
+        if isinstance(chunk_batches, bool) or not isinstance(chunk_batches, int) \
+                or chunk_batches < 1:
+            raise DataError(f"{name}: chunk_batches must be an int >= 1, got {chunk_batches!r}")
+        self.batch_size = batch_size
+        self.chunk_batches = chunk_batches
+        shape = (1, channels, 1, 1)
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape)
+        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(shape)
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def normalise(self, xb: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 255] float images -> normalised float32."""
+        return (xb.to(torch.float32) / 255.0 - self._mean) / self._std
+
+
+class BatchLoader(Batching):
     """Batches of (normalised float32 images, int64 labels) from uint8 tensors on ``device``.
 
     The data is moved to ``device`` once; each batch is gathered, augmented and normalised with
@@ -127,46 +168,17 @@ class BatchLoader:
             )
         if y.dim() != 1 or len(y) != len(x):
             raise DataError(f"BatchLoader: y must be (N,) with N={len(x)}, got {tuple(y.shape)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise DataError(f"BatchLoader: batch_size must be an int >= 1, got {batch_size!r}")
         if augment not in AUGMENTS:
             raise DataError(f"augment {augment!r} not allowed; allowed: {', '.join(AUGMENTS)}")
-        channels = x.shape[1]
-        if len(mean) != channels or len(std) != channels:
-            raise DataError(
-                f"BatchLoader: mean/std need {channels} values, got {len(mean)}/{len(std)}"
-            )
-        if any(s <= 0 for s in std):
-            raise DataError(f"BatchLoader: std values must be > 0, got {tuple(std)}")
         self.device = torch.device(device)
+        self._batching("BatchLoader", x.shape[1], batch_size, mean, std, chunk_batches)
         self.x = x.to(self.device).contiguous()
         self.y = y.to(self.device, torch.int64)
-        self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
         self.seed = int(seed)
         self.drop_last = drop_last
         self.num_samples = len(x)
-        if chunk_batches is None:
-            chunk_batches = (max(1, CUDA_CHUNK_IMAGES // batch_size)
-                             if self.device.type == "cuda" else 1)
-        if isinstance(chunk_batches, bool) or not isinstance(chunk_batches, int) \
-                or chunk_batches < 1:
-            raise DataError(
-                f"BatchLoader: chunk_batches must be an int >= 1, got {chunk_batches!r}"
-            )
-        self.chunk_batches = chunk_batches
-        shape = (1, channels, 1, 1)
-        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape)
-        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(shape)
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
-
-    def normalise(self, xb: torch.Tensor) -> torch.Tensor:
-        return (xb.to(torch.float32) / 255.0 - self._mean) / self._std
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of epoch ``epoch``: a pure function of (data, seed, epoch)."""

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prunebench.data.loader import CUDA_CHUNK_IMAGES, _generator
+from prunebench.data.loader import Batching, _generator
 from prunebench.errors import DataError
 
 STORE_FORMAT = "prunebench-image-store-v1"
@@ -382,7 +382,7 @@ class StoreView:
         return StoreView(self.images, self.rows[key], self.crop)
 
 
-class ShardLoader:
+class ShardLoader(Batching):
     """Batches of (normalised float32 images, int64 labels) on ``device`` from rows ``rows`` of
     a memory-mapped split, augmented on the device (see the module doc).
 
@@ -411,48 +411,24 @@ class ShardLoader:
         chunk_batches: int | None = None,
         prefetch: bool = True,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise DataError(f"ShardLoader: batch_size must be an int >= 1, got {batch_size!r}")
         if augment not in STREAM_AUGMENTS:
             raise DataError(
                 f"ShardLoader: augment {augment!r} not allowed; allowed: "
                 f"{', '.join(STREAM_AUGMENTS)}"
             )
-        channels = images.image_shape[0]
-        if len(mean) != channels or len(std) != channels or any(s <= 0 for s in std):
-            raise DataError(f"ShardLoader: need {channels} mean and std (> 0) values")
+        self.device = torch.device(device)
+        self._batching("ShardLoader", images.image_shape[0], batch_size, mean, std,
+                       chunk_batches)
         self.images = images
         self.rows = rows.to(torch.int64).cpu()
         self.y = labels.to(torch.int64).cpu()[self.rows]
         self.crop = int(crop)
-        self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
         self.seed = int(seed)
-        self.device = torch.device(device)
         self.drop_last = drop_last
         self.prefetch = prefetch
         self.num_samples = len(self.rows)
-        if chunk_batches is None:
-            chunk_batches = (max(1, CUDA_CHUNK_IMAGES // batch_size)
-                             if self.device.type == "cuda" else 1)
-        if isinstance(chunk_batches, bool) or not isinstance(chunk_batches, int) \
-                or chunk_batches < 1:
-            raise DataError(f"ShardLoader: chunk_batches must be an int >= 1, "
-                            f"got {chunk_batches!r}")
-        self.chunk_batches = chunk_batches
-        shape = (1, channels, 1, 1)
-        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape)
-        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(shape)
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
-
-    def normalise(self, xb: torch.Tensor) -> torch.Tensor:
-        """uint8 or [0, 255] float images -> normalised float32."""
-        return (xb.to(torch.float32) / 255.0 - self._mean) / self._std
 
     def _read(self, idx: torch.Tensor) -> torch.Tensor:
         """The stored images of dataset positions ``idx`` (CPU, pinned for CUDA)."""

@@ -1,6 +1,7 @@
 """Studies on a real Ray cluster (two nodes on this machine): the same runs and accuracies
 as the serial executor, declared resources (a fake logical GPU shared by two runs),
-retries with attempts in the manifest, a SIGKILLed driver resumed, progress lines, and
+retries with attempts in the manifest, a SIGKILLed driver (and a SIGKILLed whole cluster)
+resumed, progress lines, and
 one-line errors for bad options."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil  # dev extra, as Ray itself: these tests must run, never skip
 import pytest
@@ -67,10 +69,11 @@ def _ours(tmp: str) -> list[psutil.Process]:
     return found
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    """A head node (1 CPU) and a second node (1 CPU... 2 CPUs and one fake logical GPU),
-    started with ``ray start``, in a private temp dir; every process ended at teardown."""
+@contextlib.contextmanager
+def _ray_cluster(second_node: bool = True) -> Iterator[tuple[str, str]]:
+    """``(address, temp dir)`` of a cluster started with ``ray start`` in a private temp
+    dir: a head node (1 CPU; 2 CPUs alone) and, with ``second_node``, a node with 2 CPUs
+    and one fake logical GPU; every process of it ended on exit."""
     tmp = tempfile.mkdtemp(prefix="pbray")  # short: Ray's socket paths must stay short
     port = _free_port()
     env = _env()
@@ -78,29 +81,41 @@ def cluster() -> Iterator[str]:
     addr = f"127.0.0.1:{port}"
     try:
         subprocess.run([str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1",
-                        "--port", str(port), "--num-cpus", "1", "--num-gpus", "0",
-                        "--resources", '{"head": 1}', "--temp-dir", tmp,
+                        "--port", str(port), "--num-cpus", "1" if second_node else "2",
+                        "--num-gpus", "0", "--resources", '{"head": 1}', "--temp-dir", tmp,
                         "--include-dashboard", "false", *common],
                        env=env, check=True, capture_output=True, timeout=120)
-        subprocess.run([str(RAY), "start", "--address", addr, "--node-ip-address",
-                        "127.0.0.1", "--num-cpus", "2", "--num-gpus", "1",
-                        "--resources", '{"second": 1}', *common],
-                       env=env, check=True, capture_output=True, timeout=120)
-        yield addr
+        if second_node:
+            subprocess.run([str(RAY), "start", "--address", addr, "--node-ip-address",
+                            "127.0.0.1", "--num-cpus", "2", "--num-gpus", "1",
+                            "--resources", '{"second": 1}', *common],
+                           env=env, check=True, capture_output=True, timeout=120)
+        yield addr, tmp
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"ray start failed: {exc.stdout.decode()[-1500:]}"
                     f"{exc.stderr.decode()[-1500:]}")
     finally:
-        procs = _ours(tmp)
-        for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.terminate()
-        _, alive = psutil.wait_procs(procs, timeout=3)
-        for p in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        psutil.wait_procs(alive, timeout=10)
+        _end(_ours(tmp))
         assert not _ours(tmp), "Ray processes left running"
+
+
+def _end(procs: list[psutil.Process], *, hard: bool = False) -> None:
+    """Terminate (or, ``hard``, SIGKILL) ``procs`` and wait for them."""
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill() if hard else p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=3)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """The tests' shared two-node cluster (see :func:`_ray_cluster`)."""
+    with _ray_cluster() as (addr, _):
+        yield addr
 
 
 def _study_cmd(study: Path, out: Path, addr: str, *extra: str) -> list[str]:
@@ -273,12 +288,10 @@ def _runs(out: Path) -> list[Path]:
         if out.is_dir() else []
 
 
-def test_ray_driver_killed_then_resumed(cluster: str, tmp_path: Path) -> None:
-    rows = [{"label": "a", "set": {}}, {"label": "b", "set": {"retrain.lr": "0:0.001"}}]
-    study = _study(tmp_path, "ray-kill", rows, [0.3, 0.6],
-                   retrain={"epochs": 12, "lr": "0:0.01"})
-    out = tmp_path / "runs"
-    proc = subprocess.Popen(_study_cmd(study, out, cluster), env=_env(),
+def _kill_part_way(study: Path, out: Path, address: str, kill: Any) -> dict[str, tuple]:
+    """Start the study on ``address``; once a run is done while another has started, call
+    ``kill(driver)``; return the runs finished then (mtime and bytes of result.json)."""
+    proc = subprocess.Popen(_study_cmd(study, out, address), env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     t0 = time.monotonic()
@@ -292,18 +305,25 @@ def test_ray_driver_killed_then_resumed(cluster: str, tmp_path: Path) -> None:
             assert time.monotonic() - t0 < 240, "no run finished while another ran"
             time.sleep(0.05)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver, mid-study
+        kill(proc)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     # the runs done at the kill (a task Ray stops as its driver dies may still record its
     # run ``failed``: that one is not finished, and runs again)
-    finished = {r.name: ((r / "result.json").stat().st_mtime_ns,
-                         (r / "result.json").read_bytes())
-                for r in _runs(out) if (r / "result.json").is_file()
-                and json.loads((r / "result.json").read_text())["status"] == "done"}
-    again = subprocess.run(_study_cmd(study, out, cluster), env=_env(), capture_output=True,
+    return {r.name: ((r / "result.json").stat().st_mtime_ns, (r / "result.json").read_bytes())
+            for r in _runs(out) if (r / "result.json").is_file()
+            and json.loads((r / "result.json").read_text())["status"] == "done"}
+
+
+def _resumed_exactly(study: Path, out: Path, address: str, name: str,
+                     finished: dict[str, tuple]) -> None:
+    """Start the study again: it completes with exactly its runs, each once, the runs
+    finished before untouched, no lease left."""
+    again = subprocess.run(_study_cmd(study, out, address), env=_env(), capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    manifest = _manifest(out, "ray-kill")
+    manifest = _manifest(out, name)
     expected = {c["run"] for c in manifest["cells"]} | set(manifest["dense_runs"].values())
     assert len(expected) == 5 and manifest["complete"]
     assert finished and set(finished) < expected  # the kill came part-way
@@ -318,6 +338,31 @@ def test_ray_driver_killed_then_resumed(cluster: str, tmp_path: Path) -> None:
         assert (out / rid / "result.json").stat().st_mtime_ns == mtime
         assert (out / rid / "result.json").read_bytes() == data
     assert not list(out.rglob("*.lease"))
+
+
+KILL_ROWS = [{"label": "a", "set": {}}, {"label": "b", "set": {"retrain.lr": "0:0.001"}}]
+
+
+def test_ray_driver_killed_then_resumed(cluster: str, tmp_path: Path) -> None:
+    study = _study(tmp_path, "ray-kill", KILL_ROWS, [0.3, 0.6],
+                   retrain={"epochs": 12, "lr": "0:0.01"})
+    out = tmp_path / "runs"
+    finished = _kill_part_way(study, out, cluster,
+                              lambda driver: os.killpg(driver.pid, signal.SIGKILL))
+    _resumed_exactly(study, out, cluster, "ray-kill", finished)
+
+
+def test_ray_whole_cluster_killed_then_resumed_on_a_new_one(tmp_path: Path) -> None:
+    """Every process of the cluster SIGKILLed mid-study (workers, raylets, the head), the
+    driver with it; a new cluster finishes the study with exactly its runs."""
+    study = _study(tmp_path, "ray-crash", KILL_ROWS, [0.3, 0.6],
+                   retrain={"epochs": 12, "lr": "0:0.01"})
+    out = tmp_path / "runs"
+    with _ray_cluster(second_node=False) as (addr, tmp):
+        finished = _kill_part_way(study, out, addr,
+                                  lambda driver: _end(_ours(tmp), hard=True))
+    with _ray_cluster(second_node=False) as (addr, _):
+        _resumed_exactly(study, out, addr, "ray-crash", finished)
 
 
 @pytest.mark.parametrize("backend", ["serial", "process"])

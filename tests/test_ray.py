@@ -1,8 +1,7 @@
 """Studies on a real Ray cluster (two nodes on this machine): the same runs and accuracies
 as the serial executor, declared resources (a fake logical GPU shared by two runs),
 retries with attempts in the manifest, a SIGKILLed driver (and a SIGKILLed whole cluster)
-resumed, progress lines, and
-one-line errors for bad options."""
+resumed, progress lines, and one-line errors for bad options."""
 
 from __future__ import annotations
 

@@ -47,7 +47,9 @@ FINDINGS_ARGS ?= --seeds 2
 findings: install data
 	$(BIN)/python scripts/findings.py --out runs/findings $(FINDINGS_ARGS)
 
+# ruff first: CI fails on lint, so the test command catches it before a commit does.
 test: dev data
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 # End-to-end runs (minutes): `make demo` itself among them. CI runs these too.

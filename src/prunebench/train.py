@@ -48,8 +48,8 @@ class Reporter(Protocol):
 
     Optional, called through :func:`report` when the reporter has them: ``begin(total,
     title)`` (a study or grid of ``total`` runs starts), ``start_cell(label, n)`` (the next
-    ``n`` runs start: ``n`` > 1 when stacked), ``end_cell(result, progress=None)`` (a run finished: its
-    :class:`~prunebench.record.RunResult`; parallel study backends add a
+    ``n`` runs start: ``n`` > 1 when stacked), ``end_cell(result, progress=None)`` (a run
+    finished: its :class:`~prunebench.record.RunResult`; parallel study backends add a
     :class:`~prunebench.studies.executor.RunProgress` with the study's counts and ETA),
     ``warn(text)``.
     """

@@ -63,6 +63,17 @@ def test_flags_show_no_bool_value_hint():
     assert "<path>" in invoke("runs", "--help").output  # options with values keep theirs
 
 
+def test_help_reads_as_one_line_per_command_and_value():
+    """The command list shows one summary sentence per command (no docstring line breaks
+    mid-sentence) and a repeatable option names its one value, not ``list[str]``."""
+    top = invoke("-h").output
+    assert "init,\n" not in top and "LR, seed" not in top
+    for cmd in ("runs", "run", "study", "compare", "report", "card", "calibrate", "describe"):
+        out = invoke(cmd, "--help").output
+        assert "list[" not in out, cmd
+    assert "(repeatable)" in invoke("runs", "--help").output
+
+
 def test_report_takes_out_like_every_command(tmp_path):
     missing = tmp_path / "nope"
     by_opt = invoke("report", "--out", str(missing))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -93,15 +94,30 @@ class PluginsGroup(typer.core.TyperGroup):
         return super().parse_args(ctx, args)
 
 
-def _flag_type_rich(self: Any, ctx: Any) -> str | None:
-    """No ``<bool>`` type hint beside an on/off flag (it takes no value)."""
+def _one_value(shown: str | None) -> str | None:
+    """``<list[str]>`` -> ``<str>``: a repeated parameter takes one value per use."""
+    return re.sub(r"list\[(\w+)\]", r"\1", shown) if isinstance(shown, str) else shown
+
+
+def _option_hint(self: Any, ctx: Any) -> str | None:
+    """No ``<bool>`` type hint beside an on/off flag (it takes no value); a repeatable
+    option names the type of its one value and says it repeats."""
     if getattr(self, "is_flag", False) and not getattr(self, "count", False):
         return None
-    return _option_type_rich(self, ctx)
+    shown = _option_type_rich(self, ctx)
+    one = _one_value(shown)
+    return f"{one} (repeatable)" if one != shown else one
+
+
+def _argument_hint(self: Any, ctx: Any) -> str | None:
+    """A variadic argument's name already ends in ``...``: show the type of one value."""
+    return _one_value(_argument_type_rich(self, ctx))
 
 
 _option_type_rich = typer.core.TyperOption.display_type_rich
-typer.core.TyperOption.display_type_rich = _flag_type_rich  # type: ignore[method-assign]
+_argument_type_rich = typer.core.TyperArgument.display_type_rich
+typer.core.TyperOption.display_type_rich = _option_hint  # type: ignore[method-assign]
+typer.core.TyperArgument.display_type_rich = _argument_hint  # type: ignore[method-assign]
 
 app = typer.Typer(
     help="prunebench: fair, fast and explainable neural-network pruning comparisons.",
@@ -466,8 +482,10 @@ def runs_cmd(
                        "created, ... (-COLUMN: descending)")] = None,
     json_: Annotated[bool, typer.Option("--json", help="a JSON list of runs")] = False,
 ) -> None:
-    """List the runs of a store: id, variant (study row), method, ratio, LR, seed, init,
-    status, final accuracy, TA, speedup. Ids are never cut."""
+    """List the runs of a store (full ids, never cut).
+
+    Columns: id, variant (study row), method, ratio, LR, seed, init, status, final
+    accuracy, TA, speedup."""
     try:
         rows = runs_view.runs(out, where=where, sort=sort)
     except PrunebenchError as exc:
@@ -716,8 +734,10 @@ def models() -> None:
 
 @app.command()
 def methods() -> None:
-    """List the registered pruning criteria (prune.method; which need data) and pruning
-    schedules (prune.granularity / prune.schedule)."""
+    """List the registered pruning criteria and pruning schedules.
+
+    Criteria are prune.method values (and say which need data); schedules are
+    prune.granularity / prune.schedule values."""
     import prunebench.pruning  # noqa: F401  (registers the built-in criteria)
     from prunebench.pruning.context import CRITERIA, criterion_needs_data
     from prunebench.pruning.schedules import PRUNE_SCHEDULES

@@ -43,8 +43,9 @@ def report(
         "--out", help="run store directory, as for every other command (the positional "
                       "SOURCE is kept; default: runs)")] = None,
 ) -> None:
-    """Tables, findings, figures and an HTML page for the studies in a run store (or,
-    for a store without studies, --runs or --where: for its runs)."""
+    """Tables, findings, figures and an HTML page for a run store's studies or runs.
+
+    A store without studies is reported by its runs (all, or those of --runs / --where)."""
     from prunebench.report.api import (
         check_against,
         check_format,

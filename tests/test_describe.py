@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from prunebench.data import DATASET_SHAPES, dataset_shape
-from prunebench.errors import PruningError, RegistryError
+from prunebench.errors import PruningError, RecipeError, RegistryError
 from prunebench.pruning.describe import describe
 
 # Table 6 (ResNet-56, CIFAR-10): PR -> (parameter sparsity %, speedup x)
@@ -82,3 +82,18 @@ def test_dataset_shapes() -> None:
         describe("resnet20", "nope", 0.5)
     with pytest.raises(RegistryError):
         describe("nope", "cifar10", 0.5)
+
+
+def test_input_size_overrides_the_dataset_shape() -> None:
+    """The ImageNet presets train 128-px crops: describe can count MACs at that size
+    (parameters unchanged, MACs scale with the pixel count, speedup nearly unchanged)."""
+    at224 = describe("resnet34", "imagenet100", "*layer*.conv1:0.5")
+    at128 = describe("resnet34", "imagenet100", "*layer*.conv1:0.5", input_size=128)
+    assert at128["input_shape"] == [3, 128, 128]
+    assert at128["params_dense"] == at224["params_dense"]
+    assert at128["params_pruned"] == at224["params_pruned"]
+    assert at128["macs_dense"] < at224["macs_dense"] * (128 / 224) ** 2 * 1.01
+    assert at128["speedup"] == pytest.approx(at224["speedup"], rel=0.02)
+    for bad in (0, -3, 2.5, True, "128"):
+        with pytest.raises(RecipeError, match="input_size"):
+            describe("resnet20", "cifar10", 0.5, input_size=bad)  # type: ignore[arg-type]

@@ -567,6 +567,9 @@ def describe(
     target_param_sparsity: Annotated[
         float | None, typer.Option(help="percent; solve the ratio for it")
     ] = None,
+    input_size: Annotated[int | None, typer.Option(
+        min=1, help="square input side in pixels instead of the dataset's (e.g. 128, the "
+        "ImageNet presets' training crop)")] = None,
     json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Params, MACs, sparsity and speedup of a pruned model, without training or data."""
@@ -578,6 +581,7 @@ def describe(
         info = describe_model(
             model, dataset, layers, skip=skip or (), scheme=scheme,
             target_speedup=target_speedup, target_param_sparsity=target_param_sparsity,
+            input_size=input_size,
         )
     except PrunebenchError as exc:
         _fail(exc)

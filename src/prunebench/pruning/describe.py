@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from prunebench.errors import RecipeError
 from prunebench.pruning.schemes import StructuredSpec, prune_model
 
 CONVENTION = (
@@ -38,6 +39,7 @@ def describe(
     target_param_sparsity: float | None = None,
     seed: int = 0,
     coupled: bool = False,
+    input_size: int | None = None,
 ) -> dict[str, Any]:
     """Parameters, MACs, sparsity, speedup and per-layer widths of a pruned ``model``.
 
@@ -46,13 +48,19 @@ def describe(
     ``layers`` ({name: [kept, total]}), ``ratios`` (applied per layer), ``solved_ratio``
     (with a target), ``model``, ``dataset``, ``input_shape``, ``method``, ``scheme`` and
     ``convention`` (how MACs are counted). ``coupled``: prune residual-tied layers as
-    coupled groups (``prune.coupled``); every layer of a group is listed.
+    coupled groups (``prune.coupled``); every layer of a group is listed. ``input_size``:
+    square input side in pixels instead of the dataset's static shape (e.g. 128 for the
+    ImageNet presets' training crop; parameters do not change, MACs do).
     """
     from prunebench.data import dataset_shape
     from prunebench.models import build_model
     from prunebench.pruning.structured import prune_summary
 
     in_channels, size, num_classes = dataset_shape(dataset)
+    if input_size is not None:
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+            raise RecipeError(f"input_size must be a positive int (pixels), got {input_size!r}")
+        size = (input_size, input_size)
     input_shape = (in_channels, *size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

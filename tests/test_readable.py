@@ -150,6 +150,35 @@ def test_spec_accepts_findings_and_checks_them():
         StudySpec.model_validate({**STUDY, "name": "../evil"})  # name validation kept
 
 
+def test_every_built_in_preset_tests_findings_that_apply_to_it():
+    """A finding naming rows a preset lacks would report "not applicable" there: each plain
+    preset of every built-in study tests findings whose rows and columns it has."""
+    from prunebench.studies.spec import STUDIES, match_rows
+
+    for name in STUDIES:
+        spec = load_study(name)
+        for preset, p in spec.tables():
+            rows = [r.label for r in p.rows]
+            for f in spec.findings_for(preset):
+                assert match_rows(f.better, rows), (name, preset, f.better)
+                assert match_rows(f.worse, rows), (name, preset, f.worse)
+                assert f.columns == "all" or set(f.columns) & set(p.columns.labels or [])
+    paper = load_study("lr-catch-up").findings_for("paper")
+    assert any(f.better == "P60F60 LR 0.001, +* epochs" for f in paper)
+
+
+def test_a_preset_declares_its_own_findings():
+    own = [{"claim": "own", "better": "Scratch-E", "worse": "L1, LR 0.01"}]
+    preset = {**STUDY["presets"]["cpu"], "findings": own}
+    spec = StudySpec.model_validate({**STUDY, "findings": FINDINGS,
+                                     "presets": {"cpu": preset, "b": STUDY["presets"]["cpu"]}})
+    assert [f.claim for f in spec.findings_for("cpu")] == ["own"]
+    assert spec.findings_for("b") == spec.findings
+    with pytest.raises(ValueError, match=r"presets\.cpu\.findings\[0\]\.better 'nope'"):
+        StudySpec.model_validate({**STUDY, "presets": {"cpu": {
+            **preset, "findings": [{**own[0], "better": "nope"}]}}})
+
+
 def test_report_states_findings_best_cell_and_single_seed(study, tmp_path):
     out, _ = study
     path = out / "studies" / "readable-cpu.json"

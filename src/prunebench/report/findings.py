@@ -128,7 +128,7 @@ def declared_findings(study: StudyData) -> list[dict[str, Any]]:
         from prunebench.studies.spec import STUDIES, load_study
 
         if study.name in STUDIES:
-            return [f.model_dump() for f in load_study(study.name).findings]
+            return [f.model_dump() for f in load_study(study.name).findings_for(study.preset)]
     except Exception:  # noqa: BLE001 - a broken built-in must not break a report
         return []
     return []

@@ -151,7 +151,7 @@ def run_study(
         "title": spec.title,
         "description": spec.description,
         "setup": spec.setup,
-        "findings": [f.model_dump() for f in spec.findings],
+        "findings": [f.model_dump() for f in spec.findings_for(preset)],
         "figures": spec.figures,
         "preset": preset,
         "note": p.note,

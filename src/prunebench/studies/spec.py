@@ -63,24 +63,6 @@ class Columns(BaseModel):
         return self
 
 
-class Preset(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    base: dict[str, Any]
-    columns: Columns
-    rows: list[Row] = Field(min_length=1)
-    seeds: int = Field(1, ge=1)
-    note: str | None = None
-
-
-class PresetGroup(BaseModel):
-    """A preset that runs several others (e.g. ``paper``: ResNet-56/CIFAR-10 and
-    VGG-19/CIFAR-100), each with its own table and manifest."""
-
-    model_config = ConfigDict(extra="forbid")
-    include: list[str] = Field(min_length=1)
-    note: str | None = None
-
-
 class Finding(BaseModel):
     """A finding of the paper a study tests: row ``better`` beats row ``worse`` (final-epoch
     test accuracy) in each listed column. ``better`` / ``worse`` are row labels or
@@ -92,6 +74,27 @@ class Finding(BaseModel):
     better: str = Field(min_length=1)
     worse: str = Field(min_length=1)
     columns: Literal["all"] | list[str] = "all"
+
+
+class Preset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: dict[str, Any]
+    columns: Columns
+    rows: list[Row] = Field(min_length=1)
+    seeds: int = Field(1, ge=1)
+    note: str | None = None
+    #: the findings this preset tests, in place of the study's (its rows differ from the
+    #: other presets', e.g. lr-catch-up's paper preset names the paper's PxFy rows)
+    findings: list[Finding] | None = None
+
+
+class PresetGroup(BaseModel):
+    """A preset that runs several others (e.g. ``paper``: ResNet-56/CIFAR-10 and
+    VGG-19/CIFAR-100), each with its own table and manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+    include: list[str] = Field(min_length=1)
+    note: str | None = None
 
 
 def match_rows(pattern: str, rows: list[str]) -> list[str]:
@@ -139,19 +142,13 @@ class StudySpec(BaseModel):
                     if not isinstance(self.presets.get(sub), Preset):
                         raise ValueError(f"preset {name!r} includes {sub!r}, not a plain preset")
         tables = self.tables()
-        for i, f in enumerate(self.findings):
-            for side in ("better", "worse"):
-                pattern = getattr(f, side)
-                if tables and not any(match_rows(pattern, [r.label for r in p.rows])
-                                      for _, p in tables):
-                    raise ValueError(f"findings[{i}].{side} {pattern!r} matches no row label "
-                                     "of any preset")
-            if f.columns != "all":
-                labels = {c for _, p in tables for c in p.columns.labels or []}
-                bad = [c for c in f.columns if c not in labels]
-                if bad:
-                    raise ValueError(f"findings[{i}].columns: {bad[0]!r} is no column label "
-                                     f"of any preset ({', '.join(sorted(labels))})")
+        # the study's findings must apply to at least one preset that uses them; a preset's
+        # own findings to that preset
+        users = [p for _, p in tables if p.findings is None]
+        _check_findings(self.findings, users, "findings", "any preset")
+        for name, p in tables:
+            if p.findings is not None:
+                _check_findings(p.findings, [p], f"presets.{name}.findings", "this preset")
         if self.analysis == "crossval":
             for name, p in tables:
                 if len(p.rows) != 2 or len(p.columns.values) != 2:
@@ -159,6 +156,13 @@ class StudySpec(BaseModel):
                         f"crossval preset {name!r} needs 2 rows (A, B) and 2 columns (FT_A, FT_B)"
                     )
         return self
+
+    def findings_for(self, preset: str) -> list[Finding]:
+        """The findings a plain preset tests: its own, else the study's."""
+        p = self.presets.get(preset)
+        if isinstance(p, Preset) and p.findings is not None:
+            return list(p.findings)
+        return list(self.findings)
 
     def tables(self) -> list[tuple[str, Preset]]:
         """The plain presets (each one table), by name."""
@@ -182,6 +186,26 @@ class StudySpec(BaseModel):
         self.resolve(name)
         assert isinstance(p, Preset)
         return p
+
+
+def _check_findings(findings: list[Finding], presets: list[Preset], where: str,
+                    scope: str) -> None:
+    """Each finding's ``better`` / ``worse`` names a row, and its columns a column label, of
+    one of ``presets`` (none to check against: nothing to say)."""
+    if not presets:
+        return
+    for i, f in enumerate(findings):
+        for side in ("better", "worse"):
+            pattern = getattr(f, side)
+            if not any(match_rows(pattern, [r.label for r in p.rows]) for p in presets):
+                raise ValueError(f"{where}[{i}].{side} {pattern!r} matches no row label of "
+                                 f"{scope}")
+        if f.columns != "all":
+            labels = {c for p in presets for c in p.columns.labels or []}
+            bad = [c for c in f.columns if c not in labels]
+            if bad:
+                raise ValueError(f"{where}[{i}].columns: {bad[0]!r} is no column label of "
+                                 f"{scope} ({', '.join(sorted(labels))})")
 
 
 def load_study(name_or_path: str | Path) -> StudySpec:

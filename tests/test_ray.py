@@ -1,7 +1,8 @@
 """Studies on a real Ray cluster (two nodes on this machine): the same runs and accuracies
 as the serial executor, declared resources (a fake logical GPU shared by two runs),
 retries with attempts in the manifest, a SIGKILLed driver (and a SIGKILLed whole cluster)
-resumed, progress lines, and one-line errors for bad options."""
+resumed, a private Ray on this machine without --address, progress lines, and one-line
+errors for bad options."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -362,6 +364,32 @@ def test_ray_whole_cluster_killed_then_resumed_on_a_new_one(tmp_path: Path) -> N
                                   lambda driver: _end(_ours(tmp), hard=True))
     with _ray_cluster(second_node=False) as (addr, _):
         _resumed_exactly(study, out, addr, "ray-crash", finished)
+
+
+def test_ray_on_this_machine_without_an_address(tmp_path: Path) -> None:
+    """``--backend ray`` without ``--address`` starts a private Ray on this machine
+    (``ray.init()``), runs the study there with the serial executor's results, and leaves
+    no Ray process behind when the driver exits."""
+    study = _study(tmp_path, "ray-local", [{"label": "LR 0.01", "set": {}}], [0.3, 0.6])
+    serial = run_studies(study, tmp_path / "serial", preset="cpu", stack=1)[0]
+    tmp = tempfile.mkdtemp(prefix="pbrl")  # Ray's temp dir: short socket paths
+    out = tmp_path / "ray"
+    cmd = [str(PRUNEBENCH), "study", str(study), "--out", str(out), "--preset", "cpu",
+           "--backend", "ray", "--workers", "2", "--stack", "1", "--no-report"]
+    try:
+        proc = subprocess.run(cmd, env={**_env(), "RAY_TMPDIR": tmp, "RAY_ADDRESS": ""},
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        manifest = _manifest(out, "ray-local")
+        assert manifest["complete"] and manifest["execution"]["backend"] == "ray"
+        assert [c["run"] for c in manifest["cells"]] == [c["run"] for c in serial["cells"]]
+        assert _accs(out, manifest) == _accs(tmp_path / "serial", serial)
+        assert len({c["placement"]["node_id"] for c in manifest["cells"]}) == 1
+        assert any(Path(tmp).glob("*/session_*")), "Ray did not start in its temp dir"
+        assert not _ours(tmp), "the driver's local Ray outlived it"
+    finally:
+        _end(_ours(tmp))
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.mark.parametrize("backend", ["serial", "process"])

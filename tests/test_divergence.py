@@ -92,8 +92,11 @@ def test_compare_lists_a_diverged_run_and_never_ranks_it(tiny_recipe, tmp_path):
     text = invoke("compare", good.id, bad.id, "--out", out)
     assert "diverged (never ranked)" in text.output and bad.id in text.output
     assert "non-finite training loss at retrain epoch 1" in text.output
+    assert text.exit_code == 4  # a run named by id could not be compared
     only = invoke("compare", bad.id, "--out", out)
-    assert only.exit_code == 0 and "nothing to rank" in only.output
+    assert only.exit_code == 4 and "cannot be compared" in only.output
+    by_filter = invoke("compare", "--out", out, "--where", "retrain.lr=1e6")
+    assert by_filter.exit_code == 0 and "nothing to rank" in by_filter.output
 
 
 def test_diverged_pretraining_is_not_stored_as_done(tiny_recipe, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from rich.progress import (
 
 from prunebench import runs_view
 from prunebench.errors import PrunebenchError
+from prunebench.io import dumps_json
 from prunebench.report.terminal import metrics_table, result_rows, results_table, runs_table
 from prunebench.store import RunStore
 
@@ -412,7 +412,7 @@ def run(
         return
     if json_:
         typer.echo(
-            json.dumps(
+            dumps_json(
                 [{"id": r.id, "cell": c, "status": r.status, "result": r.result} for c, r in items],
                 indent=2,
             )
@@ -494,7 +494,7 @@ def runs_cmd(
         keys = ("id", "status", "name", "variant", "study", "model", "dataset", "method",
                 "ratio", "lr", "init", "seed", "test_acc", "ta", "speedup",
                 "param_sparsity", "created", "updated", "recipe", "result")
-        typer.echo(json.dumps([{k: r.get(k) for k in keys} for r in rows], indent=2))
+        typer.echo(dumps_json([{k: r.get(k) for k in keys} for r in rows], indent=2))
         return
     if not rows:
         console.print(f"no runs in {out}/" + (" match the filters" if where else ""))
@@ -514,8 +514,7 @@ def show(
     except PrunebenchError as exc:
         _fail(exc)
     if json_:
-        typer.echo(json.dumps({k: v for k, v in data.items() if k != "record"}, indent=2,
-                              allow_nan=False))
+        typer.echo(dumps_json({k: v for k, v in data.items() if k != "record"}, indent=2))
         return
     rec = data["record"]
     status = rec.status if rec is not None else "incomplete"
@@ -586,7 +585,7 @@ def describe(
     except PrunebenchError as exc:
         _fail(exc)
     if json_:
-        typer.echo(json.dumps(info, indent=2))
+        typer.echo(dumps_json(info, indent=2))
         return
     from prunebench.pruning.describe import summary_lines
 
@@ -711,7 +710,7 @@ def doctor(
     checks = diagnose(out, data_dir=data_dir)
     ok = healthy(checks)
     if json_:
-        typer.echo(json.dumps(to_json(checks), indent=2))
+        typer.echo(dumps_json(to_json(checks), indent=2))
     else:
         marks = {"ok": ("ok", "green"), "note": ("note", "yellow"),
                  "problem": ("PROBLEM", "red")}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -63,8 +64,25 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def finite_json(obj: Any) -> Any:
+    """JSON has no NaN or infinity (``json.dumps`` writes ``NaN`` / ``Infinity``, which
+    strict readers reject): non-finite floats become ``None``, in nested dicts and lists."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: Any, **kwargs: Any) -> str:
+    """Valid JSON for every reader: :func:`finite_json`, then ``allow_nan=False``."""
+    return json.dumps(finite_json(obj), allow_nan=False, default=str, **kwargs)
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return write_text(path, dumps_json(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:

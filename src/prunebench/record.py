@@ -16,7 +16,6 @@ trajectory is its own training only, so its budget never includes the dense pret
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prunebench.errors import StoreError
+from prunebench.io import finite_json
 from prunebench.schedule import parse_schedule
 
 SCHEMA = 2
@@ -213,7 +213,7 @@ class RunRecord(_Rec):
         return self.pruned.rate_speedup if self.pruned is not None else 1.0
 
     def to_json(self) -> dict[str, Any]:
-        return _clean(self.model_dump(mode="json", by_alias=True, exclude_none=True))
+        return finite_json(self.model_dump(mode="json", by_alias=True, exclude_none=True))
 
     # -- parsing --------------------------------------------------------------------------
     @classmethod
@@ -263,15 +263,6 @@ class RunResult:
         return read_jsonl(self.dir / "metrics.jsonl")
 
 
-def _clean(obj: Any) -> Any:
-    """JSON has no NaN/inf: non-finite floats become None."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 # -- the trajectory, from the recipe and what the stages did ---------------------------------

@@ -209,6 +209,7 @@ def build_card(
     store = RunStore(out)
     picks, _ = calibrated_picks(out)
     rows, fps, skipped = [], [], []
+    seen: set[str] = set()
     for rid in dict.fromkeys(run_ids):
         try:
             row = store.load(rid)
@@ -217,6 +218,9 @@ def build_card(
                 raise
             skipped.append({"id": rid, "reason": f"missing ({exc})"})
             continue
+        if row["id"] in seen:  # a prefix and the full id (or two prefixes) of one run
+            continue
+        seen.add(row["id"])
         rec = row.get("record")
         if rec is None or not rec.finished:
             status = rec.status if rec is not None else "no result"

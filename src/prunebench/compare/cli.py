@@ -3,7 +3,6 @@ the app by ``register(app)``."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -16,6 +15,7 @@ from rich.text import Text
 from prunebench.errors import PrunebenchError
 
 EXIT_NOT_MET = 3
+EXIT_DIVERGED = 4  # a named run diverged (as `run` / `study` exit when a cell diverged)
 
 _console = Console() if sys.stdout.isatty() else Console(width=80)
 _err = Console(stderr=True)
@@ -74,22 +74,22 @@ def _wrap(text: str, indent: int = 0, hang: int = 4) -> None:
 
 def _group_table(g: dict[str, Any], i: int) -> Table:
     """The configurations of one comparable set: variant, ratio, LR, seeds, accuracy."""
-    ranks = {r["method"]: r for r in g["ranking"] or []}
+    ranks = {r["config"]: r for r in g["ranking"] or []}
     t = Table()
     cols = (["rank"] if ranks else []) + ["variant / method", "ratio", "retrain LR", "seeds",
                                            "test acc"] + (["vs next"] if ranks else [])
     for col in cols:
         t.add_column(col, overflow="fold",
                      justify="right" if col in ("rank", "seeds", "test acc") else "left")
-    methods = sorted(g["methods"], key=lambda m: (ranks[m["method"]]["rank"] if ranks else 0,
+    methods = sorted(g["methods"], key=lambda m: (ranks[m["config"]]["rank"] if ranks else 0,
                                                    -((m.get("acc") or {}).get("mean") or 0)))
     for m in methods:
-        cells = [ranks[m["method"]]["rank"]] if ranks else []
+        cells = [ranks[m["config"]]["rank"]] if ranks else []
         lr = m.get("lr") or "-"
-        chosen = (ranks.get(m["method"]) or {}).get("chosen_lr")
+        chosen = (ranks.get(m["config"]) or {}).get("chosen_lr")
         if chosen is not None:
             lr = f"{lr} (chose {chosen:g})"
-        after = [_vs_next(ranks[m["method"]].get("vs_next"))] if ranks else []
+        after = [_vs_next(ranks[m["config"]].get("vs_next"))] if ranks else []
         _row(t, *cells, m["method"], m.get("ratio") or "-", lr, m.get("n_seeds", len(
             m["seeds"])), m.get("acc_text") or "-", *after)
     return t
@@ -111,9 +111,13 @@ def _print_compare(rep: dict[str, Any], max_diffs: int = 3) -> None:
             if len(diffs) > max_diffs:
                 _wrap(f"(+{len(diffs) - max_diffs} more differences: --json)", indent=6)
         if g["ranking"] is not None:
-            top = g["ranking"][0]
-            _wrap(f"Ranking under {rep['required']} (rank column): best {top['method']} "
-                  f"({top.get('acc_text') or top['text']})", indent=2)
+            from prunebench.compare.comparison import best_of
+
+            top = best_of(g["ranking"])
+            best = " and ".join(f"{r['method']} ({r.get('acc_text') or r['text']})"
+                                for r in top)
+            _wrap(f"Ranking under {rep['required']} (rank column): best {best}"
+                  + (" (tied)" if len(top) > 1 else ""), indent=2)
             if any(r["test_acc"]["n"] < 2 for r in g["ranking"]):
                 _wrap("warning: single-seed results: differences are not tested "
                       "(run more seeds)", indent=2)
@@ -127,8 +131,34 @@ def _print_compare(rep: dict[str, Any], max_diffs: int = 3) -> None:
         _wrap(f"diverged (never ranked): {len(rep['diverged'])} runs")
         for d in rep["diverged"]:
             _wrap(f"{d['id']} {d['method']} seed {d['seed']}: {d['reason']}", indent=2)
+    if rep.get("duplicates"):
+        _print("")
+        _wrap(f"duplicates (one run per configuration and seed is compared): "
+              f"{len(rep['duplicates'])} runs differ from another only in fields that "
+              "cannot change the weights")
+        for d in rep["duplicates"]:
+            _wrap(f"{d['id']} {d['method']} seed {d['seed']}: same as {d['same_as']} "
+                  f"(test {_pct(d['test_acc'])} vs {_pct(d['same_as_test_acc'])})", indent=2)
+    if rep.get("tuning"):
+        _print("")
+        _wrap(f"left out: {len(rep['tuning'])} tuning runs of calibrations (LRs a "
+              "calibration did not choose; name them by id to compare them)")
+        for d in rep["tuning"]:
+            _wrap(f"{d['id']} {d['method']} seed {d['seed']} LR {d['lr']}", indent=2)
     _print("")
     _wrap(rep["verdict"])
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def dumps(obj: Any) -> str:
+    """JSON for the terminal: non-finite floats (a Welch t of two zero-variance samples)
+    become null, so the output is valid JSON for every reader."""
+    from prunebench.io import dumps_json
+
+    return dumps_json(obj, indent=2)
 
 
 def compare_cmd(
@@ -150,14 +180,17 @@ def compare_cmd(
     from prunebench.compare.comparison import compare, load_selection, study_variants
 
     try:
-        fps, diverged = load_selection(out, run_ids, where)
-        rep = compare(fps, require, diverged=diverged, variants=study_variants(out))
+        sel = load_selection(out, run_ids, where)
+        rep = compare(sel.fps, require, diverged=sel.diverged, variants=study_variants(out),
+                      tuning=sel.tuning, named=bool(run_ids))
     except PrunebenchError as exc:
         _fail(exc)
     if json_:
-        typer.echo(json.dumps(rep, indent=2))
+        typer.echo(dumps(rep))
     else:
         _print_compare(rep)
+    if run_ids and rep["diverged"]:
+        raise typer.Exit(EXIT_DIVERGED)
     if not rep["valid"]:
         raise typer.Exit(EXIT_NOT_MET)
 
@@ -198,7 +231,7 @@ def calibrate_cmd(
     except PrunebenchError as exc:
         _fail(exc)
     if json_:
-        typer.echo(json.dumps(rec, indent=2))
+        typer.echo(dumps(rec))
     else:
         _print_calibration(rec)
 
@@ -223,7 +256,7 @@ def crossval_cmd(
     except PrunebenchError as exc:
         _fail(exc)
     if json_:
-        typer.echo(json.dumps(rep, indent=2))
+        typer.echo(dumps(rep))
         return
     t = Table(title="Recipe cross-validation", caption="final-epoch top-1 test %")
     t.add_column("method")

@@ -4,8 +4,10 @@ Selection: explicit run ids (or unique prefixes), ``--where`` filters, or every 
 run of the store. Filters are ``key=value`` on the stored (effective) recipe, dotted
 paths as in ``--set`` (``model.name=resnet56``, ``prune.method=l1``, ``retrain.lr=0:0.01``,
 ``seed=0``, ``model.kwargs.depth=3``); values are read like ``--set`` values and also
-match as text; several filters must all hold. Runs a calibration made but did not choose
-(tuning runs) are left out unless named by id.
+match as text (an LR field matches any spelling of its schedule); several filters must all
+hold. Runs a calibration made but did not choose (tuning runs) are left out unless named by
+id, and listed. Runs repeating a configuration and seed (they differ only in fields that
+cannot change the weights) are listed as duplicates; one per seed is compared.
 
 Runs that differ only in their seed form one *configuration* (a method): it is ranked by
 the mean of its final-epoch test accuracies (± std, 95% CI; "single seed" when n = 1).
@@ -17,8 +19,13 @@ network, rate). A set is ranked only when every pair in it meets the required se
 ranking is refused with the reason, and subsets that do meet it are ranked separately.
 The comparison is *valid* when every set of two or more configurations can be ranked.
 
+Configurations are ordered by rate before grouping (a tolerance is not transitive: the
+store's order must not decide the sets). Equal means share a rank. A base checkpoint is
+identified by its sha256, not its path.
+
 Diverged runs (non-finite training loss; ``status: diverged``) are never ranked: the
-selection lists them under ``diverged`` with their phase, epoch and reason.
+selection lists them under ``diverged`` with their phase, epoch and reason; a diverged run
+named by id makes the comparison not valid (the CLI exits 4).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from prunebench.compare.calibrate import calibrated_picks
 from prunebench.compare.errors import CompareError
@@ -80,9 +87,22 @@ def parse_where(filters: list[str] | None) -> list[tuple[str, Any, str]]:
 def matches(recipe: dict[str, Any], where: list[tuple[str, Any, str]]) -> bool:
     for key, value, text in where:
         got = get_path(recipe, key)
-        if got != value and str(got) != text:
+        if got != value and str(got) != text and not _same_schedule(key, got, text):
             return False
     return True
+
+
+def _same_schedule(key: str, got: Any, text: str) -> bool:
+    """An LR field matches any spelling of its schedule (``0:1e9`` is ``0:1e+09``)."""
+    if key.rsplit(".", 1)[-1] != "lr" or not isinstance(got, str):
+        return False
+    from prunebench.errors import PrunebenchError
+    from prunebench.schedule import parse_schedule
+
+    try:
+        return parse_schedule(got).canonical() == parse_schedule(text).canonical()
+    except (PrunebenchError, ValueError):
+        return False
 
 
 def load_fingerprints(
@@ -109,13 +129,23 @@ def _is_diverged(row: dict[str, Any]) -> bool:
     return rec is not None and rec.status == "diverged"
 
 
+class Selection(NamedTuple):
+    """What a selection holds: the fingerprints of its finished runs, its diverged runs
+    (listed: id, method, seed, phase, epoch, reason; never ranked), and the tuning runs of
+    calibrations it left out (id, method, seed; named by id they are included)."""
+
+    fps: list[Fingerprint]
+    diverged: list[dict[str, Any]]
+    tuning: list[dict[str, Any]]
+
+
 def load_selection(
     out: str | os.PathLike[str] = "runs",
     run_ids: list[str] | None = None,
     where: list[str] | None = None,
-) -> tuple[list[Fingerprint], list[dict[str, Any]]]:
-    """``(fingerprints of the selected finished runs, the selected diverged runs)``; a
-    diverged run is listed (id, method, seed, phase, epoch, reason), never ranked."""
+) -> Selection:
+    """The selected runs of a store (see :class:`Selection`). Every run the selection
+    matched but leaves out is listed, never dropped silently."""
     store = RunStore(out)
     filters = parse_where(where)
     picks, members = calibrated_picks(out)
@@ -132,17 +162,29 @@ def load_selection(
                 status = rec.status if rec is not None else "unfinished"
                 raise CompareError(f"run {rid!r} is not finished ({status}): nothing to compare")
         selected = [rows[i] for i in ids]
+        tuning: list[dict[str, Any]] = []
     else:
-        selected = [
-            r for r in rows.values()
-            if r.get("record") is not None and (r["record"].finished or _is_diverged(r))
-            and (r["id"] in picks or r["id"] not in members)
-        ]
+        finished = [r for r in rows.values() if r.get("record") is not None
+                    and (r["record"].finished or _is_diverged(r))
+                    and matches(r["recipe"], filters)]
+        # a calibration's unchosen LRs are tuning runs, not results: left out, and listed
+        # (a run of the same recipe started on its own *is* that run: content-keyed ids)
+        selected = [r for r in finished if r["id"] in picks or r["id"] not in members]
+        tuning = [_tuning_entry(r) for r in finished
+                  if r["id"] not in picks and r["id"] in members]
     selected = [r for r in selected if matches(r["recipe"], filters)]
     diverged = [_diverged_entry(r) for r in selected if _is_diverged(r)]
     fps = [fingerprint(r, calibration=picks.get(r["id"])) for r in selected
            if not _is_diverged(r)]
-    return fps, diverged
+    return Selection(fps, diverged, tuning)
+
+
+def _tuning_entry(row: dict[str, Any]) -> dict[str, Any]:
+    from prunebench.compare.fingerprint import method_label
+
+    rec = row["recipe"]
+    return {"id": row["id"], "method": method_label(rec), "seed": rec.get("seed"),
+            "lr": str((rec.get("retrain") or {}).get("lr"))}
 
 
 def study_variants(out: str | os.PathLike[str]) -> dict[str, str]:
@@ -163,6 +205,10 @@ class Config:
     key: str
     label: str
     runs: list[Fingerprint] = field(default_factory=list)
+    #: runs of this configuration and a seed it already has: they differ from that run only
+    #: in fields that cannot change the weights (FIELD_ROLES "ignore": measurements,
+    #: evaluation batching, trackers), so one run per seed stands for them
+    duplicates: list[tuple[Fingerprint, Fingerprint]] = field(default_factory=list)
 
     @property
     def accs(self) -> list[float]:
@@ -184,12 +230,14 @@ def configurations(fps: list[Fingerprint],
     the short method label. Labels are made unique by what sets them apart (short text,
     never JSON)."""
     by: dict[str, Config] = {}
-    for f in fps:
+    for f in sorted(fps, key=lambda f: f.run_id):  # which duplicate stands: not the order
         c = by.setdefault(f.config, Config(f.config, f.label))
-        if any(g.seed == f.seed for g in c.runs):
-            raise CompareError(f"runs {f.run_id} and another share config and seed {f.seed}")
+        same = next((g for g in c.runs if g.seed == f.seed), None)
+        if same is not None:
+            c.duplicates.append((f, same))
+            continue
         c.runs.append(f)
-    configs = list(by.values())
+    configs = sorted(by.values(), key=lambda c: c.key)
     for c in configs:
         c.runs.sort(key=lambda f: f.seed)
         names = {(variants or {}).get(f.run_id) for f in c.runs}
@@ -205,6 +253,14 @@ def configurations(fps: list[Fingerprint],
         for c, suffix in zip(same, suffixes, strict=True):
             if suffix:
                 c.label = f"{c.label} ({suffix})"
+    # labels name configurations in tables and rankings: never two with one label (a cut
+    # value can hide the difference), so a clash gets the configuration key
+    counts: dict[str, int] = {}
+    for c in configs:
+        counts[c.label] = counts.get(c.label, 0) + 1
+    for c in configs:
+        if counts[c.label] > 1:
+            c.label = f"{c.label} [{c.key[:8]}]"
     return configs
 
 
@@ -297,9 +353,21 @@ def _seeds(c: Config) -> str:
     return ",".join(str(f.seed) for f in c.runs)
 
 
+def _by_rate(configs: list[Config]) -> list[Config]:
+    """Configurations in a fixed order (rate, then key): grouping by a tolerance is not
+    transitive, so the order decides the groups and must not be the store's."""
+    def rate(c: Config) -> tuple[float, float, str]:
+        f = c.runs[0]
+        return (f.param_sparsity if f.param_sparsity is not None else -1.0,
+                f.speedup if f.speedup is not None else -1.0, c.key)
+
+    return sorted(configs, key=rate)
+
+
 def _s1_groups(configs: list[Config]) -> list[list[Config]]:
+    """S1-comparable sets: every two configurations of a set meet S1."""
     groups: list[list[Config]] = []
-    for c in configs:
+    for c in _by_rate(configs):
         for g in groups:
             if all("S1" in config_setups(c, o)[0] for o in g):
                 g.append(c)
@@ -310,12 +378,16 @@ def _s1_groups(configs: list[Config]) -> list[list[Config]]:
 
 
 def _rank(configs: list[Config]) -> list[dict[str, Any]]:
+    """Rows by mean accuracy; equal means share a rank (competition ranking: 1, 1, 3)."""
     ordered = sorted(configs, key=lambda c: (-c.summary.mean, c.label))
     rows = []
+    rank = 0
     for i, c in enumerate(ordered):
         s = c.summary
+        if i == 0 or not _tied(s.mean, ordered[i - 1].summary.mean):
+            rank = i + 1
         row: dict[str, Any] = {
-            "rank": i + 1, "method": c.label, "config": c.key, "seeds": [f.seed for f in c.runs],
+            "rank": rank, "method": c.label, "config": c.key, "seeds": [f.seed for f in c.runs],
             **config_info(c),
             "runs": [f.run_id for f in c.runs], "test_acc": s.to_dict(), "text": s.text(),
             "calibrated": c.calibrated,
@@ -326,6 +398,15 @@ def _rank(configs: list[Config]) -> list[dict[str, Any]]:
             row["vs_next"] = {**w.to_dict(), "text": w.text()}
         rows.append(row)
     return rows
+
+
+def _tied(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+def best_of(ranking: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows sharing rank 1 (several when tied)."""
+    return [r for r in ranking if r["rank"] == 1]
 
 
 def _subsets(configs: list[Config], required: str) -> list[list[Config]]:
@@ -346,20 +427,36 @@ def compare(
     required: str = DEFAULT_REQUIRED,
     diverged: list[dict[str, Any]] | None = None,
     variants: dict[str, str] | None = None,
+    tuning: list[dict[str, Any]] | None = None,
+    named: bool = False,
 ) -> dict[str, Any]:
     """The comparison report of a set of fingerprints (JSON-able dict); ``valid`` says
     whether every comparable set could be ranked under ``required``. ``diverged`` (from
     :func:`load_selection`) is listed in the report, never ranked. ``variants`` (run id ->
-    study row label, :func:`study_variants`) names configurations by their variant."""
+    study row label, :func:`study_variants`) names configurations by their variant.
+    ``tuning``: the calibrations' tuning runs the selection left out (listed in the report).
+    ``named``: the runs were named one by one, so a diverged one makes the comparison not
+    valid (it cannot be compared); in a selection by filter it is listed only.
+    Runs that repeat a configuration and seed (they differ only in fields that cannot
+    change the weights) are listed under ``duplicates``; one run per seed is compared."""
     required = check_setup(required)
     diverged = list(diverged or [])
+    left_out = {"diverged": diverged, "tuning": list(tuning or [])}
+    named_diverged = (f"not valid: {len(diverged)} of the named runs diverged and cannot be "
+                      "compared: " + ", ".join(d["id"] for d in diverged)
+                      if named and diverged else None)
     if not fps and diverged:
-        return {"required": required, "valid": True, "runs": 0, "methods": 0, "groups": [],
-                "diverged": diverged,
-                "verdict": f"nothing to rank: the {len(diverged)} selected runs diverged"}
+        return {"required": required, "valid": named_diverged is None, "runs": 0,
+                "methods": 0, "groups": [], **left_out, "duplicates": [],
+                "verdict": named_diverged
+                or f"nothing to rank: the {len(diverged)} selected runs diverged"}
     if not fps:
         raise CompareError("no finished runs selected: nothing to compare")
     configs = configurations(fps, variants)
+    duplicates = [{"id": f.run_id, "same_as": g.run_id, "method": c.label, "seed": f.seed,
+                   "test_acc": f.test_acc, "same_as_test_acc": g.test_acc}
+                  for c in configs for f, g in c.duplicates]
+    fps = [f for c in configs for f in c.runs]
     groups_out = []
     valid = True
     for group in _s1_groups(configs):
@@ -400,7 +497,9 @@ def compare(
                 for s in _subsets(group, required) if len(s) >= 2
             ]
         groups_out.append(g)
+    valid = valid and named_diverged is None
     return {"required": required, "valid": valid, "runs": len(fps), "methods": len(configs),
-            "groups": groups_out, "diverged": diverged,
-            "verdict": (f"valid: every comparable set meets {required}" if valid else
-                        f"not valid: {required} is not met; see the reasons")}
+            "groups": groups_out, **left_out, "duplicates": duplicates,
+            "verdict": named_diverged or (
+                f"valid: every comparable set meets {required}" if valid else
+                f"not valid: {required} is not met; see the reasons")}

@@ -274,6 +274,10 @@ def config_key(recipe: dict[str, Any], record: RunRecord | None = None, *,
     if record is not None:
         parts["code"] = record.code
         parts["data"] = record.data.checksum
+        if parts.get("base_model") is not None:
+            # a checkpoint is what its bytes are, not where it lies: one path rewritten
+            # with another model between runs is two bases, hence two configurations
+            parts["base_model"] = record.origin or ["unknown checkpoint", parts["base_model"]]
     return recipe_hash(parts, 10)
 
 

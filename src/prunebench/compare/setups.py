@@ -10,7 +10,8 @@ What two results must share (``~`` means within 2% relative)::
 
     S1    dataset (+ validation split and data checksum), network, and the rate:
           param sparsity ~ equal OR speedup ~ equal ("compression or speedup rate");
-          masked runs' rate is their non-zero sparsity (they have no speedup)
+          masked runs' rate is their non-zero sparsity (they have no speedup), and a
+          masked run's rate is never a filter-pruned run's (the same granularity)
     S2    S1 + the same base: the same dense run (pretraining key without the pruning
           epoch), base checkpoint (sha256) or initialisation
     S3.1  S2 + the same number of training epochs in the remainders
@@ -113,7 +114,10 @@ class _Pair:
 def _s1(p: _Pair) -> bool:
     a, b = p.a, p.b
     same = a.dataset == b.dataset and a.split == b.split and a.model == b.model
-    return same and a.data is not None and a.data == b.data and _rate(a, b)
+    # a masked (weight-granularity) rate is non-zero sparsity with no speedup; a filter
+    # rate removes structure: equal numbers, different compression, never one rate
+    kind = a.granularity == b.granularity
+    return same and kind and a.data is not None and a.data == b.data and _rate(a, b)
 
 
 def _s2(p: _Pair) -> bool:

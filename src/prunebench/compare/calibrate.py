@@ -19,9 +19,16 @@ applies ``--set`` overrides, pops ``calibrate`` and makes one recipe per LR:
 
 Selection (:func:`select_lr`) per method (grid cell without the seed) uses the validation
 split only: the final-epoch validation accuracy, averaged over seeds; ties go to the
-smaller LR. The test split is never looked at. The outcome is written to
-``<out>/calibrations/<key>.json``; :func:`report` turns it into the chosen LR, its test
-accuracy and the sensitivity curve (val and test per LR) per method.
+smaller LR. The test split is never looked at. An LR where any seed diverged or failed (or
+has no validation accuracy) is not eligible: a mean over the seeds that survived would
+favour an LR that is unstable. Its curve entry says so (``eligible: false``, ``diverged``
+/ ``failed`` counts, ``not_eligible``: why; ``val`` and ``test`` are ``null``). The outcome
+is written to ``<out>/calibrations/<key>.json``: per method the chosen LR, its test
+accuracy (mean over its seeds, all finished) and the sensitivity curve (val and test per
+LR). A method where no LR of the grid is eligible gets no choice: it is listed under
+``no_choice`` (label, cell, reason, curve) instead of ``methods``, and :func:`calibrate`
+then raises :class:`NoEligibleLR` (one line, exit code 4 like a grid with a diverged cell)
+after the record is written.
 
 Integration: ``prunebench.api.run_all`` routes a recipe for which
 :func:`calibration_requested` is true to :func:`run_calibration` (so ``prunebench run``
@@ -40,12 +47,24 @@ from typing import Any
 from prunebench import io
 from prunebench.compare.errors import CompareError
 from prunebench.compare.stats import summarize
+from prunebench.errors import RunsIncomplete
 from prunebench.recipe import Recipe, RetrainCfg, apply_overrides, build_recipe, read_yaml
 from prunebench.recipe import recipe_hash as _hash
 from prunebench.record import RunRecord
 from prunebench.schedule import Schedule, parse_schedule
 
 _KEYS = {"lrs", "schedule", "metric", "final_lr"}
+
+SELECTION = ("final-epoch validation accuracy (mean over seeds); an LR where any seed "
+             "diverged, failed or has no validation accuracy is not eligible; ties -> smaller "
+             "LR; test never used")
+
+
+class NoEligibleLR(CompareError, RunsIncomplete):
+    """A calibration ran, but for some method every LR of the grid had a seed that diverged
+    or failed: that method has no calibrated result (exit code 4: runs did not finish)."""
+
+    exit_code = 4
 
 
 @dataclass(frozen=True)
@@ -204,14 +223,15 @@ def expand_calibration(
 
 def select_lr(points: list[dict[str, Any]], metric: str = "val") -> float:
     """The LR with the highest ``metric`` (final-epoch validation accuracy); ties -> the
-    smaller LR. ``points``: ``[{"lr": float, "val": float, ...}]``; other keys (test) are
-    ignored by construction."""
+    smaller LR. ``points``: ``[{"lr": float, "val": float, ...}]``; a point with
+    ``eligible: false`` (a seed diverged or failed) or no ``val`` never wins; other keys
+    (test) are ignored by construction."""
     if metric != "val":
         raise CompareError(f"calibration metric {metric!r}: only 'val'")
-    usable = [p for p in points if p.get("val") is not None]
+    usable = [p for p in points if p.get("val") is not None and p.get("eligible", True)]
     if not usable:
-        raise CompareError("calibration: no validation accuracy to select on (every LR "
-                           "diverged or failed, or data.val_size is 0)")
+        raise CompareError("calibration: no eligible LR to select on (every LR had a seed "
+                           "that diverged or failed, or data.val_size is 0)")
     best = max(usable, key=lambda p: (round(float(p["val"]), 9), -float(p["lr"])))
     return float(best["lr"])
 
@@ -224,30 +244,50 @@ def _method_label(method: dict[str, Any], recipe: Recipe) -> str:
     return f"{label} ({extra})" if extra else label
 
 
+def _curve_point(lr: float, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One LR of a method's sensitivity curve. Eligible only when every seed finished with a
+    validation and a test accuracy; ``val`` / ``test`` are means over those seeds (``None``
+    when not eligible: a mean over the surviving seeds would hide the instability)."""
+    diverged = sum(r["status"] == "diverged" for r in runs)
+    failed = sum(r["status"] not in ("done", "diverged") for r in runs)
+    missing = sum(r["status"] == "done" and (r["val_acc"] is None or r["test_acc"] is None)
+                  for r in runs)
+    n = len(runs)
+    why = [f"{k} of {n} seeds {what}" for k, what in (
+        (diverged, "diverged"), (failed, "failed"), (missing, "without a final accuracy")) if k]
+    eligible = not why
+    return {"lr": lr, "schedule": runs[0]["lr_schedule"],
+            "val": summarize([r["val_acc"] for r in runs]).mean if eligible else None,
+            "test": summarize([r["test_acc"] for r in runs]).mean if eligible else None,
+            "eligible": eligible, "diverged": diverged, "failed": failed,
+            "not_eligible": "; ".join(why) or None, "runs": runs}
+
+
 def build_record(grid: Grid, signature: str, points: list[Point],
                  results: list[RunRecord]) -> dict[str, Any]:
-    """The stored calibration: per method, every LR's runs, the choice and its test acc."""
+    """The stored calibration: per method, every LR's runs, the choice and its test acc;
+    methods where no LR is eligible under ``no_choice``."""
     by_method: dict[str, dict[str, Any]] = {}
     for point, res in zip(points, results, strict=True):
         key = json.dumps(point.method, sort_keys=True, default=str)
         m = by_method.setdefault(key, {"label": _method_label(point.method, point.recipe),
                                        "cell": point.method, "lrs": {}})
         m["lrs"].setdefault(point.lr, []).append(
-            {"id": res.id, "seed": point.seed, "lr_schedule": point.recipe.retrain.lr
-             if point.recipe.retrain else None,
+            {"id": res.id, "seed": point.seed, "status": res.status,
+             "lr_schedule": point.recipe.retrain.lr if point.recipe.retrain else None,
              "val_acc": res.val_acc, "test_acc": res.test_acc})
     methods = []
+    no_choice = []
     for m in by_method.values():
-        curve = []
-        for lr, runs in m["lrs"].items():
-            vals = [r["val_acc"] for r in runs if r["val_acc"] is not None]
-            tests = [r["test_acc"] for r in runs if r["test_acc"] is not None]
-            curve.append({"lr": lr, "schedule": runs[0]["lr_schedule"],
-                          "val": summarize(vals).mean if vals else None,
-                          "test": summarize(tests).mean if tests else None, "runs": runs})
+        curve = [_curve_point(lr, runs) for lr, runs in m["lrs"].items()]
+        if not any(c["eligible"] for c in curve):
+            reasons = "; ".join(f"lr {c['lr']:g}: {c['not_eligible']}" for c in curve)
+            no_choice.append({"label": m["label"], "cell": m["cell"], "curve": curve,
+                              "reason": f"no eligible LR ({reasons})"})
+            continue
         chosen = select_lr(curve, grid.metric)
         pick = next(c for c in curve if c["lr"] == chosen)
-        tests = [r["test_acc"] for r in pick["runs"]]
+        tests = [r["test_acc"] for r in pick["runs"] if r["test_acc"] is not None]
         methods.append({
             "label": m["label"], "cell": m["cell"], "chosen_lr": chosen,
             "chosen_schedule": pick["schedule"], "chosen_runs": [r["id"] for r in pick["runs"]],
@@ -255,8 +295,14 @@ def build_record(grid: Grid, signature: str, points: list[Point],
         })
     ids = sorted(r.id for r in results)
     return {"key": _hash({"signature": signature, "runs": ids}), "signature": signature,
-            "grid": grid.to_dict(), "selection": "final-epoch validation accuracy "
-            "(mean over seeds); ties -> smaller LR; test never used", "methods": methods}
+            "grid": grid.to_dict(), "selection": SELECTION, "methods": methods,
+            "no_choice": no_choice}
+
+
+def record_run_ids(rec: dict[str, Any]) -> list[str]:
+    """Every run id a calibration record holds (chosen or not, with or without a choice)."""
+    entries = [*rec.get("methods", []), *rec.get("no_choice", [])]
+    return [r["id"] for m in entries for c in m["curve"] for r in c["runs"]]
 
 
 def run_calibration(
@@ -295,12 +341,19 @@ def calibrate(
     out: str | os.PathLike[str] = "runs",
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Run a calibration recipe and return its stored record (see :func:`build_record`)."""
+    """Run a calibration recipe and return its stored record (see :func:`build_record`).
+    When a method has no eligible LR (every LR had a seed that diverged or failed), the
+    record is written and :class:`NoEligibleLR` is raised (one line, exit code 4)."""
     items = run_calibration(source, out, **kwargs)
     ids = sorted(r.id for _, r in items)
     for rec in load_records(out):
-        if sorted(i for m in rec["methods"] for c in m["curve"] for i in
-                  (r["id"] for r in c["runs"])) == ids:
+        if sorted(record_run_ids(rec)) == ids:
+            if rec.get("no_choice"):
+                where = Path(out) / "calibrations" / f"{rec['key']}.json"
+                raise NoEligibleLR(
+                    "calibration: no calibrated result for "
+                    + "; ".join(f"{m['label']}: {m['reason']}" for m in rec["no_choice"])
+                    + f"; every LR of the grid needs all its seeds finished (record: {where})")
             return rec
     raise CompareError("calibration record was not written")  # pragma: no cover
 
@@ -319,9 +372,8 @@ def calibrated_picks(out: str | os.PathLike[str]) -> tuple[dict[str, dict[str, A
     picks: dict[str, dict[str, Any]] = {}
     members: set[str] = set()
     for rec in load_records(out):
+        members.update(record_run_ids(rec))
         for m in rec["methods"]:
-            for c in m["curve"]:
-                members.update(r["id"] for r in c["runs"])
             for rid in m["chosen_runs"]:
                 picks[rid] = {"signature": rec["signature"], "chosen_lr": m["chosen_lr"]}
     return picks, members

@@ -206,10 +206,12 @@ def _print_calibration(rec: dict[str, Any]) -> None:
         for col in ("LR", "schedule", "val (final epoch)", "test (final epoch)", ""):
             t.add_column(col)
         for c in sorted(m["curve"], key=lambda c: -c["lr"]):
+            note = ("chosen" if c["lr"] == m["chosen_lr"] else
+                    f"not eligible: {c.get('not_eligible')}" if c.get("eligible") is False
+                    else "")
             _row(t, f"{c['lr']:g}", c["schedule"],
                       "-" if c["val"] is None else f"{c['val']:.2f}",
-                      "-" if c["test"] is None else f"{c['test']:.2f}",
-                      "chosen" if c["lr"] == m["chosen_lr"] else "")
+                      "-" if c["test"] is None else f"{c['test']:.2f}", note)
         _console.print(t)
 
 
@@ -257,7 +259,7 @@ def crossval_cmd(
         _fail(exc)
     if json_:
         typer.echo(dumps(rep))
-        return
+        raise typer.Exit(rep.get("exit_code") or 0)
     t = Table(title="Recipe cross-validation", caption="final-epoch top-1 test %")
     t.add_column("method")
     t.add_column("FT_A")
@@ -271,6 +273,8 @@ def crossval_cmd(
     for ft, test in rep["tests"].items():
         _print(f"A vs B under {ft}: {test['text']}")
     _print(rep["verdict"], bold=True)
+    # 3: A and B do not meet the required setup under a recipe; 4: a cell diverged/failed
+    raise typer.Exit(rep.get("exit_code") or 0)
 
 
 def card_cmd(

@@ -244,7 +244,7 @@ def _labels(spec: StudySpec, preset: str, cells: list[Cell], dense: dict[int, Re
 
 def _crossval(out: str | os.PathLike[str], manifest: dict[str, Any]) -> dict[str, Any]:
     """A+FT_A, B+FT_A, A+FT_B, B+FT_B from the 2 x 2 table: one method wins both, or not."""
-    from prunebench.compare.crossval import verdict
+    from prunebench.compare.crossval import cell_fingerprints, verdict
 
     methods = dict(zip(manifest["rows"], ("A", "B"), strict=True))
     fts = dict(zip(manifest["columns"]["labels"], ("FT_A", "FT_B"), strict=True))
@@ -261,7 +261,8 @@ def _crossval(out: str | os.PathLike[str], manifest: dict[str, Any]) -> dict[str
         ids.setdefault(key, []).append(c["run"])
     specs = {"A": manifest["rows"][0], "B": manifest["rows"][1],
              "FT_A": manifest["columns"]["labels"][0], "FT_B": manifest["columns"]["labels"][1]}
-    return verdict(acc, ids, specs)
+    # A and B must meet S3.2 under each recipe, or there is no verdict (rates, bases...)
+    return verdict(acc, ids, specs, fps=cell_fingerprints(out, ids))
 
 
 def run_studies(

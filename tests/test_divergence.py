@@ -257,3 +257,24 @@ def test_truncated_stage_files_are_rebuilt_with_a_warning(tiny_recipe, tmp_path,
     assert "model.pt" in err and "pruned.pt" in err and err.count("warning:") == 2
     assert res.record.dense.test_acc == first.record.dense.test_acc
     assert res.record.pruned.test_acc == first.record.pruned.test_acc
+
+
+def test_a_jacobian_that_overflows_is_divergence_not_a_failed_run(tmp_path):
+    """Finite weights that have blown up overflow the JSV's Jacobian: the SVD once raised a
+    LinAlgError and the run was stored ``failed``. The measurement says non-finite and the
+    run is ``diverged`` (wherever it is detected first: loss, weights or Jacobian)."""
+    import torch
+
+    from prunebench.errors import NonFiniteMeasurement
+    from prunebench.trainability import jsv
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
+    with torch.no_grad():
+        for m in model:
+            m.weight.fill_(3e20)  # finite, but the product overflows float32
+    with pytest.raises(NonFiniteMeasurement, match="Jacobian"):
+        jsv(model, torch.randn(5, 4))
+    tiny = Path(__file__).parent / "fixtures" / "tiny.yaml"
+    res = prunebench.run(tiny, tmp_path / "runs", overrides=["retrain.lr=0:1000", "seed=3"])
+    assert res.status == "diverged", res.record.error
+    assert res.record.diverged["phase"] == "retrain"

@@ -59,6 +59,16 @@ class TrainingDiverged(Exception):  # noqa: N818 - a run outcome, not a user err
         return {"phase": self.phase, "epoch": self.epoch, "reason": self.reason}
 
 
+class NonFiniteMeasurement(ArithmeticError):
+    """A measurement of the model (the input-output Jacobian of the JSV, ...) came out
+    non-finite although the weights are finite (they have blown up): training calls it
+    divergence (:class:`TrainingDiverged`), never a failed run. ``what`` names it."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"non-finite {what}")
+
+
 class RunsIncomplete(PrunebenchError):
     """Some cells of a grid or study diverged or failed (the others finished): exit 4."""
 

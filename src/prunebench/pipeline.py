@@ -28,7 +28,12 @@ from torch import nn
 
 from prunebench import __version__, distributed, io
 from prunebench.context import Context, prepare, resolve_device
-from prunebench.errors import PrunebenchError, RecipeError, TrainingDiverged
+from prunebench.errors import (
+    NonFiniteMeasurement,
+    PrunebenchError,
+    RecipeError,
+    TrainingDiverged,
+)
 from prunebench.plan import Stage, plan, run_id
 from prunebench.recipe import Recipe, RetrainCfg
 from prunebench.record import Budget, RunRecord, RunResult, budgets, build_trajectory, origin
@@ -323,6 +328,14 @@ class _JSV:
         self.calls += 1
         return stats
 
+    def measure(self, model: nn.Module, phase: str, epoch: int) -> dict[str, Any]:
+        """:meth:`__call__` outside a training loop: a non-finite Jacobian (weights that
+        have blown up) is the run's divergence at ``phase`` / ``epoch``."""
+        try:
+            return self(model)
+        except NonFiniteMeasurement as exc:
+            raise TrainingDiverged(phase, epoch, str(exc)) from None
+
     def per_epoch(self, model: nn.Module, epoch: int) -> dict[str, Any]:
         if not self.enabled or epoch % self.every:
             return {}
@@ -438,7 +451,8 @@ def prepare_run(
     prep = Prepared(ctx, rdir, model, result, lines, dense_info, history, stages[0].kind, t0)
     masks = None
     meter = _JSV(ctx, model) if "retrain" in by_kind else None
-    jsv_dense = meter(model) if meter is not None and meter.enabled else None
+    jsv_dense = (meter.measure(model, "pretrain", int(dense_info.get("epochs") or 0))
+                 if meter is not None and meter.enabled else None)
     if "prune" in by_kind:
         pdir = store.stage_dir("prune", by_kind["prune"].key)
         model, prune_info, masks = run_prune_stage(ctx, store, by_kind["prune"], model)
@@ -460,7 +474,7 @@ def prepare_run(
         prep.meter = meter
         if meter.enabled:
             result["jsv"] = {"mode": meter.mode, "method": meter.method, "dense": jsv_dense,
-                             "pruned": meter(model)}
+                             "pruned": meter.measure(model, "prune", 0)}
             lines[-1]["jsv_mean"] = result["jsv"]["pruned"]["mean"]
     return prep
 

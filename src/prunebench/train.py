@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunebench import distributed
-from prunebench.errors import TrainingDiverged
+from prunebench.errors import NonFiniteMeasurement, TrainingDiverged
 from prunebench.recipe import TrainCfg
 
 
@@ -500,7 +500,10 @@ def _train_epochs(
         metrics.update(evaluate_all(model, loaders))
         model.train()
         if extra_metrics is not None:
-            metrics.update(extra_metrics(model, epoch + 1))
+            try:
+                metrics.update(extra_metrics(model, epoch + 1))
+            except NonFiniteMeasurement as exc:  # finite weights that have blown up
+                raise TrainingDiverged(phase, epoch + 1, str(exc), state.history) from None
             model.train()
         metrics["train_seconds"] = round(train_seconds, 3)
         if stepper.compiled is not None or compile_seconds:

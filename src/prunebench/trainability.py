@@ -71,6 +71,8 @@ from torch.func import functional_call, jacfwd, jacrev, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
+from prunebench.errors import NonFiniteMeasurement
+
 __all__ = [
     "JSVStats",
     "METHODS",
@@ -183,17 +185,25 @@ def jacobian_singular_values(
         coupled = mode == "train" and any(isinstance(m, _BatchNorm) for m in model.modules())
         if method == "batched":
             jac = _batched_jacobian(call, x)
-            s = torch.linalg.svdvals(jac.reshape(n, num_classes, input_dim))
+            s = _svdvals(jac.reshape(n, num_classes, input_dim))
         else:
             rows = n * num_classes if coupled else num_classes
             chunk = chunk_size or _default_chunk(rows, num_classes * input_dim)
             s = torch.cat(
                 [
-                    torch.linalg.svdvals(jac.reshape(len(jac), num_classes, input_dim))
+                    _svdvals(jac.reshape(len(jac), num_classes, input_dim))
                     for jac in _per_sample_jacobians(call, x, method, coupled, chunk, mode)
                 ]
             )
     return s.detach().to("cpu", torch.float32)
+
+
+def _svdvals(jac: torch.Tensor) -> torch.Tensor:
+    """Singular values of Jacobian blocks; a non-finite block (finite weights that have
+    blown up) is :class:`NonFiniteMeasurement`, not a LinAlgError from the SVD."""
+    if not bool(torch.isfinite(jac).all()):
+        raise NonFiniteMeasurement("input-output Jacobian (JSV measurement)")
+    return torch.linalg.svdvals(jac)
 
 
 def jsv(

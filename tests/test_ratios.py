@@ -235,6 +235,10 @@ def test_hidden_model_prunable() -> None:
 )
 def test_later_rules_override_earlier(rules: list[tuple[str, float]], skip: list[str]) -> None:
     text = ",".join(f"{p}:{r}" for p, r in rules)
+    if "nothing*" in skip:  # a skip pattern that matches no layer is a typo: refused
+        with pytest.raises(PatternError, match=r"skip pattern 'nothing\*'"):
+            resolve_layer_ratios(parse_layer_ratios(text, skip=skip), _HIDDEN, _HIDDEN_PRUNABLE)
+        return
     got = resolve_layer_ratios(parse_layer_ratios(text, skip=skip), _HIDDEN, _HIDDEN_PRUNABLE)
     expected: dict[str, float] = {}
     for name in _HIDDEN_PRUNABLE:

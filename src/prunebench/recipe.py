@@ -108,7 +108,9 @@ class TrainCfg(_Cfg):
             from prunebench.pruning.scratch import pxfy_schedule
 
             start = lr.split(":", 1)[1]
-            try:
+            try:  # float() also reads non-ASCII digits ("٠.١") and "1_0": ASCII only
+                if not start.strip().isascii() or "_" in start:
+                    raise ValueError(start)
                 start_lr = float(start)
             except ValueError:
                 raise ValueError(f"bad start LR {start!r} in {lr!r}: expected 'pxfy:LR'") from None
@@ -179,6 +181,21 @@ class PruneCfg(_Cfg):
     @classmethod
     def _lr(cls, v: Any) -> str | None:
         return None if v is None else _canonical_lr(v)
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: str | float | list[float]) -> str | float | list[float]:
+        """Every form (a number, ``PATTERN:RATIO`` rules, a stage list as a YAML list or as
+        its string) is parsed by the same parser: ratios in [0, 1) and the syntax are
+        checked here, before anything runs; matching the model is checked before any stage
+        (:func:`prunebench.stages.check_prune`). The value is kept as given (run ids)."""
+        from prunebench.pruning.ratios import parse_layer_ratios
+
+        try:
+            parse_layer_ratios(v)
+        except PrunebenchError as exc:
+            raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("epochs", mode="before")
     @classmethod
@@ -324,8 +341,14 @@ class Recipe(_Cfg):
     def _base(self) -> Recipe:
         if self.base_model is not None and self.pretrain is not None:
             raise ValueError("give 'pretrain' or 'base_model', not both (set pretrain: null)")
-        if self.retrain is not None and self.retrain.budget is not None and self.pretrain is None:
-            raise ValueError("retrain.budget (Scratch-E/B) needs the pretrain section's epochs")
+        if self.retrain is not None and self.retrain.budget is not None:
+            if self.pretrain is None:
+                raise ValueError("retrain.budget (Scratch-E/B) needs the pretrain section's "
+                                 "epochs")
+            if self.pretrain.epochs < 1:
+                raise ValueError(f"retrain.budget {self.retrain.budget} is a multiple of the "
+                                 f"dense epochs K1: needs pretrain.epochs >= 1, got "
+                                 f"{self.pretrain.epochs}")
         if self.prune is not None and self.prune.schedule == "imp" and self.pretrain is None:
             raise ValueError("prune.schedule imp rewinds into pretraining: needs pretrain")
         if self.prune and self.prune.at_epoch is not None:

@@ -10,7 +10,18 @@ Two kinds, both with optional linear warm-up:
 
 Warm-up is appended as ``";warmup=5"``: for the first 5 epochs the LR ramps linearly,
 ``lr(e) * (e + 1) / 5``. The canonical string (:meth:`Schedule.canonical`) is what runs
-store, compare and print, so equal schedules always compare equal.
+store, compare and print (and what run ids hash), so equal schedules always compare equal:
+
+* a step key that repeats the LR before it is dropped (``"0:0.1,60:0.1"`` is ``"0:0.1"``),
+* ``-0`` is ``0``, keys are plain integers (``"060"`` is ``60``), ``;warmup=0`` is dropped,
+* LRs are written with Python's ``g`` format, 6 significant digits (a recipe's ``lr`` holds
+  the canonical string, so ``0.1234567`` there runs as ``0.123457``); a canonical string
+  is its own canonical form.
+
+Numbers are ASCII only (``0-9``, ``.``, an exponent): ``"²"`` or ``"٣"`` are refused, never
+read as digits. A step key beyond a stage's length is allowed and simply never reached
+(``"0:0.01,500:0.001"`` on 120 epochs runs at 0.01 throughout); the key stays in the
+canonical string, so such a schedule keeps its own id.
 """
 
 from __future__ import annotations
@@ -27,16 +38,32 @@ _FORMS = (
 )
 
 
+def _ascii_int(token: str) -> bool:
+    """``token`` is a whole number in ASCII digits (``str.isdigit`` alone also accepts
+    ``"²"`` or ``"٣"``, which ``int`` refuses or reads as 3)."""
+    return token.isascii() and token.isdigit()
+
+
 def _num(token: str, what: str, spec: str) -> float:
-    try:
-        value = float(token)
-    except ValueError:
-        raise ScheduleError(f"bad {what} {token!r} in LR schedule {spec!r}: {_FORMS}") from None
+    # float() also reads non-ASCII digits ("٣" -> 3.0) and "1_0": only plain ASCII numbers
+    value: float | None = None
+    if token.isascii() and "_" not in token:
+        try:
+            value = float(token)
+        except ValueError:
+            value = None
+    if value is None:
+        raise ScheduleError(f"bad {what} {token!r} in LR schedule {spec!r}: {_FORMS}")
     if not math.isfinite(value) or value < 0:
         raise ScheduleError(
             f"bad {what} {token!r} in LR schedule {spec!r}: must be a finite number >= 0"
         )
-    return value
+    return _zero(value)
+
+
+def _zero(value: float) -> float:
+    """``-0.0`` as ``0.0`` (they run the same; ``-0`` must not get its own canonical form)."""
+    return 0.0 if value == 0 else value
 
 
 @dataclass(frozen=True)
@@ -48,6 +75,18 @@ class Schedule:
     start: float = 0.0
     end: float = 0.0
     warmup: int = 0
+
+    def __post_init__(self) -> None:
+        """Normalise however the schedule was built: ``-0.0`` is ``0.0`` and a step that
+        repeats the LR before it is dropped (it changes nothing)."""
+        steps: list[tuple[int, float]] = []
+        for key, value in self.steps:
+            value = _zero(value)
+            if not steps or value != steps[-1][1]:
+                steps.append((key, value))
+        object.__setattr__(self, "steps", tuple(steps))
+        object.__setattr__(self, "start", _zero(self.start))
+        object.__setattr__(self, "end", _zero(self.end))
 
     def lr_at(self, epoch: int, total_epochs: int) -> float:
         """The LR of (0-based) ``epoch`` in a stage of ``total_epochs`` epochs."""
@@ -115,8 +154,15 @@ class Schedule:
         return self.first_stage(total_epochs, cosine_fraction)[1]
 
     def canonical(self) -> str:
+        """The one string of this schedule (module docstring): equivalent schedules give the
+        same string, and a canonical string parses back to itself."""
         if self.kind == "step":
-            text = ",".join(f"{k}:{_fmt(v)}" for k, v in self.steps)
+            parts: list[tuple[int, str]] = []
+            for k, v in self.steps:
+                text = _fmt(v)
+                if not parts or text != parts[-1][1]:  # equal once written: one stage
+                    parts.append((k, text))
+            text = ",".join(f"{k}:{v}" for k, v in parts)
         else:
             text = f"cosine:{_fmt(self.start)}:{_fmt(self.end)}"
         return text + (f";warmup={self.warmup}" if self.warmup else "")
@@ -138,7 +184,7 @@ class Schedule:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:g}"
+    return f"{_zero(value):g}"
 
 
 def parse_schedule(spec: Any) -> Schedule:
@@ -159,7 +205,7 @@ def parse_schedule(spec: Any) -> Schedule:
         text, *options = text.split(";")
         for opt in options:
             key, sep, value = opt.partition("=")
-            if key != "warmup" or not sep or not value.isdigit():
+            if key != "warmup" or not sep or not _ascii_int(value):
                 raise ScheduleError(
                     f"bad option {opt!r} in LR schedule {spec!r}: only ';warmup=N' (N >= 0 epochs)"
                 )
@@ -176,7 +222,7 @@ def parse_schedule(spec: Any) -> Schedule:
         return Schedule("step", ((0, _num(text, "LR", spec)),), warmup=warmup)
     for token in text.split(","):
         key, sep, value = token.partition(":")
-        if not sep or not key.isdigit():
+        if not sep or not _ascii_int(key):
             raise ScheduleError(f"bad token {token!r} in LR schedule {spec!r}: {_FORMS}")
         epoch = int(key)
         if steps and epoch <= steps[-1][0]:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from prunebench.errors import RecipeError
+from prunebench.pruning.ratios import split_skip
 from prunebench.pruning.schemes import StructuredSpec, prune_model
 
 CONVENTION = (
@@ -50,7 +51,9 @@ def describe(
     ``convention`` (how MACs are counted). ``coupled``: prune residual-tied layers as
     coupled groups (``prune.coupled``); every layer of a group is listed. ``input_size``:
     square input side in pixels instead of the dataset's static shape (e.g. 128 for the
-    ImageNet presets' training crop; parameters do not change, MACs do).
+    ImageNet presets' training crop; parameters do not change, MACs do). ``skip``: patterns
+    never pruned, a list or one string; commas separate patterns in either (``"a,b"`` is
+    two patterns), and a pattern that matches no Conv2d/Linear layer is a PatternError.
     """
     from prunebench.data import dataset_shape
     from prunebench.models import build_model
@@ -74,7 +77,7 @@ def describe(
     spec = StructuredSpec(
         method=method,
         layers=layers,
-        skip=[skip] if isinstance(skip, str) else list(skip),
+        skip=split_skip(skip),
         scheme=scheme,
         max_layer_ratio=max_layer_ratio,
         normalize=normalize,

@@ -57,17 +57,41 @@ def _check_ratio(value: float, what: str) -> float:
     return float(value)
 
 
-def _split_skip(skip: list[str] | tuple[str, ...] | str | None) -> list[str]:
+def _ascii_number(text: str) -> float | None:
+    """``float(text)`` for a plain ASCII number, else None: ``float`` alone also reads
+    non-ASCII digits (``"٠.٥"`` is 0.5) and underscores (``"0.5_0"``)."""
+    if not text.isascii() or "_" in text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def split_skip(skip: list[str] | tuple[str, ...] | str | None) -> list[str]:
+    """Skip patterns as a list: a string or every item of a list is split on commas (the
+    same convention as the ratio rules), blanks dropped, so ``"a,b"``, ``["a,b"]`` and
+    ``["a", "b"]`` are the same two patterns.
+
+    >>> split_skip(["features.0, features.3", "fc"])
+    ['features.0', 'features.3', 'fc']
+    """
     if skip is None:
         return []
-    items = skip.split(",") if isinstance(skip, str) else list(skip)
+    items = [skip] if isinstance(skip, str) else list(skip)
     out: list[str] = []
     for item in items:
         if not isinstance(item, str):
             raise PatternError(f"bad skip pattern {item!r}: expected a module-name pattern")
-        item = item.strip()
-        if item:
-            out.append(item)
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if any(ch.isspace() for ch in part):
+                raise PatternError(
+                    f"bad skip pattern {part!r}: expected a module-name pattern without spaces"
+                )
+            out.append(part)
     return out
 
 
@@ -115,7 +139,7 @@ def parse_layer_ratios(
     >>> parse_layer_ratios(0.3, skip="*features.0")
     LayerRatios(rules=[('*', 0.3)], skip=['*features.0'], uniform=True, stages=None)
     """
-    skip_list = _split_skip(skip)
+    skip_list = split_skip(skip)
     if isinstance(spec, LayerRatios):
         stages = list(spec.stages) if spec.stages is not None else None
         out = LayerRatios(list(spec.rules), [*spec.skip, *skip_list], spec.uniform, stages)
@@ -137,10 +161,7 @@ def parse_layer_ratios(
     text = spec.strip()
     if not text:
         raise PatternError(f"empty layer ratios {spec!r}: {_FORM}")
-    try:
-        number = float(text)
-    except ValueError:
-        number = None
+    number = _ascii_number(text)
     if number is not None:
         return LayerRatios([("*", _check_ratio(number, repr(text)))], skip_list, uniform=True)
 
@@ -151,10 +172,9 @@ def parse_layer_ratios(
         pattern, value = pattern.strip(), value.strip()
         if not sep or not pattern or not value or any(ch.isspace() for ch in pattern):
             raise PatternError(f"bad rule {token!r} in layer ratios: {_FORM}")
-        try:
-            ratio = float(value)
-        except ValueError:
-            raise PatternError(f"bad rule {token!r} in layer ratios: {_FORM}") from None
+        ratio = _ascii_number(value)
+        if ratio is None:
+            raise PatternError(f"bad rule {token!r} in layer ratios: {_FORM}")
         rules.append((pattern, _check_ratio(ratio, f"{value!r} in rule {token!r}")))
     return LayerRatios(rules, skip_list, uniform=False)
 
@@ -264,11 +284,22 @@ def resolve_layer_ratios(
     such layer raises PatternError; a rule that gives a non-prunable layer (the output
     layer, a residual-coupled layer) a ratio > 0 raises PruningError. A bare-number spec
     applies to every prunable layer instead; a stage list is expanded first
-    (:func:`expand_stage_ratios`). Skip patterns win over every rule.
+    (:func:`expand_stage_ratios`). Skip patterns win over every rule; a skip pattern that
+    matches no Conv2d/Linear layer raises PatternError too (a typo never silently prunes
+    the layer it meant to protect).
     """
     spec = parse_layer_ratios(spec, model=model)
     layers = _conv_linear_names(model)
     prunable_set = set(prunable)
+
+    for pattern in spec.skip:
+        if not any(fnmatchcase(name, pattern) for name in layers):
+            names = list(prunable) or layers
+            shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+            raise PatternError(
+                f"skip pattern {pattern!r} matches no Conv2d/Linear layer; prunable layers are "
+                f"named like: {shown or '(none)'}"
+            )
 
     def skipped(name: str) -> bool:
         return any(fnmatchcase(name, pattern) for pattern in spec.skip)

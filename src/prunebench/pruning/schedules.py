@@ -212,18 +212,29 @@ def _criterion_batches(ctx: Context) -> list[tuple[torch.Tensor, torch.Tensor]] 
     return data_batches(ctx, cfg.batches) if criterion_needs_data(cfg.method) else None
 
 
-def _check_filter_layers(ctx: Context, model: nn.Module) -> None:
-    """The criterion exists and the layer patterns resolve on the built model."""
+def _filter_ratios(ctx: Context, model: nn.Module) -> dict[str, float]:
+    """``prune.layers`` / ``prune.skip`` resolved on ``model``: ``{layer: ratio}``.
+
+    The one resolution every filter schedule uses, at check time and at run time, for every
+    form of ``prune.layers`` (a number, ``PATTERN:RATIO`` rules, a stage list given as a
+    YAML list or as its string): PatternError / PruningError name the bad value.
+    """
     from prunebench.pruning import parse_layer_ratios, prunable_layers, resolve_layer_ratios
 
     cfg = ctx.recipe.prune
     assert cfg is not None
+    spec = parse_layer_ratios(cfg.layers, cfg.skip, model=model)
+    return resolve_layer_ratios(
+        spec, model, prunable_layers(model, ctx.example, coupled=cfg.coupled)
+    )
+
+
+def _check_filter_layers(ctx: Context, model: nn.Module) -> None:
+    """The criterion exists and the layer ratios (every form) resolve on the built model."""
+    cfg = ctx.recipe.prune
+    assert cfg is not None
     CRITERIA.get(cfg.method)
-    if not isinstance(cfg.layers, list):
-        spec = parse_layer_ratios(cfg.layers, cfg.skip)
-        resolve_layer_ratios(
-            spec, model, prunable_layers(model, ctx.example, coupled=cfg.coupled)
-        )
+    _filter_ratios(ctx, model)
 
 
 def _structured_spec(ctx: Context) -> Any:
@@ -251,9 +262,23 @@ class OneShotFilters(PruneSchedule):
 
     def check_cfg(self, cfg: PruneCfg) -> None:
         _check_batches(cfg)
+        target = cfg.target_speedup is not None or cfg.target_param_sparsity is not None
+        if cfg.coupled and target:  # prune_model refuses it: say so before anything runs
+            raise RecipeError(
+                "prune.coupled: true takes layer ratios, not prune.target_speedup / "
+                "prune.target_param_sparsity: set one of them only"
+            )
 
     def check(self, ctx: Context, model: nn.Module) -> None:
         _check_filter_layers(ctx, model)
+        cfg = ctx.recipe.prune
+        assert cfg is not None
+        target = cfg.target_speedup is not None or cfg.target_param_sparsity is not None
+        if target and not _filter_ratios(ctx, model):
+            raise PruningError(
+                f"a pruning target needs layers to prune; prune.layers={cfg.layers!r} selects "
+                "none on this model"
+            )
 
     def run(
         self, ctx: Context, store: RunStore, model: nn.Module, sdir: Path
@@ -387,7 +412,6 @@ class RegularisedFilters(PruneSchedule):
         self, ctx: Context, store: RunStore, model: nn.Module, sdir: Path
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         from prunebench import io
-        from prunebench.pruning import parse_layer_ratios, prunable_layers, resolve_layer_ratios
         from prunebench.pruning.regularizers import remove_selected, select_filters
         from prunebench.recipe import RetrainCfg, TrainCfg
         from prunebench.stages import train_resumable
@@ -398,8 +422,7 @@ class RegularisedFilters(PruneSchedule):
         assert cfg is not None and cfg.lr is not None
         plan = self.plan(ctx)
         plan.check_budget(self.name, cfg)
-        ratios = resolve_layer_ratios(parse_layer_ratios(cfg.layers, cfg.skip), model,
-                                      prunable_layers(model, ctx.example))
+        ratios = _filter_ratios(ctx, model)  # prune.coupled stays False (not in `uses`)
         selection = select_filters(model, ratios, cfg.method, ctx.example, seed=r.seed,
                                    batches=_criterion_batches(ctx))
         hooks = self.build_hook(model, selection, cfg)
@@ -471,6 +494,27 @@ def _check_sparsity(cfg: PruneCfg) -> None:
         raise RecipeError(
             f"weight pruning takes one sparsity in [0, 1) as prune.layers, got {cfg.layers!r}"
         )
+    if cfg.skip:
+        # the weight masks cover every Conv2d/Linear weight but the output layer: a skip
+        # pattern would be silently ignored
+        raise RecipeError(
+            f"prune.skip={list(cfg.skip)!r} is not supported by weight pruning (granularity "
+            "weight masks every Conv2d/Linear layer but the output layer): leave it empty"
+        )
+
+
+def _imp_fraction(target: float, rounds: int) -> float:
+    """The fraction of the remaining weights one IMP round prunes to reach ``target`` in
+    ``rounds`` rounds: ``1 - (1 - target) ** (1 / rounds)``, RecipeError unless in (0, 1)
+    (a target of 0, or one too small to move in ``rounds`` rounds, prunes nothing)."""
+    fraction = 1 - (1 - target) ** (1 / rounds)
+    if not 0 < fraction < 1:
+        raise RecipeError(
+            f"schedule 'imp' needs a sparsity in (0, 1) as prune.layers, got {target!r} with "
+            f"prune.rounds={rounds} (a per-round fraction of {fraction!r}); for no pruning "
+            "use schedule oneshot"
+        )
+    return fraction
 
 
 def _mask_scope(cfg: PruneCfg) -> str:
@@ -521,6 +565,7 @@ class IterativeMagnitude(PruneSchedule):
                 f"got {cfg.method!r}"
             )
         _check_sparsity(cfg)
+        _imp_fraction(float(cfg.layers), cfg.rounds)  # type: ignore[arg-type]
 
     def train_epochs(self, info: dict[str, Any]) -> int:
         return int(info.get("imp_epochs", 0))
@@ -545,7 +590,7 @@ class IterativeMagnitude(PruneSchedule):
         assert cfg is not None and r.pretrain is not None
         target = float(cfg.layers)  # type: ignore[arg-type]
         scope = _mask_scope(cfg)
-        fraction = 1 - (1 - target) ** (1 / cfg.rounds)
+        fraction = _imp_fraction(target, cfg.rounds)
         schedule = imp_schedule(target, fraction)
         rewind_model, _, _ = run_base_stage(ctx, store, base_stage(r, cfg.rewind_epoch))
         rewind_state = cpu_state(rewind_model)

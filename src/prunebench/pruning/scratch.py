@@ -68,9 +68,11 @@ def scratch_e_epochs(dense_epochs: int) -> int:
 
 def scratch_b_epochs(k1: int, f1: float, f2: float, k2: int = 0) -> int:
     """Epochs that spend ``K1 * F1 / F2 + K2`` epochs' worth of the pruned model's FLOPs,
-    rounded to nearest (Python's ``round``: halves to even). Scratch-B is ``k2 = 0``: the
-    dense model's training FLOPs; ``k2`` > 0 adds epochs already at the pruned cost (the
-    total-FLOPs budget of a pipeline).
+    rounded to nearest (Python's ``round``: halves to even), at least 1. Scratch-B is
+    ``k2 = 0``: the dense model's training FLOPs; ``k2`` > 0 adds epochs already at the
+    pruned cost (the total-FLOPs budget of a pipeline). A budget of no epochs at all
+    (``k1 = k2 = 0``) is a RecipeError, never a silent 1-epoch run: with ``k2 = 0`` it names
+    the dense epochs (``bad dense epochs 0``, as Scratch-E does).
 
     ``k1``: epochs at the dense cost; ``f1``/``f2``: per-image FLOPs (or MACs, only the ratio
     matters) of the dense and the pruned model. ResNet-56 at PR 0.5:
@@ -80,8 +82,8 @@ def scratch_b_epochs(k1: int, f1: float, f2: float, k2: int = 0) -> int:
     >>> scratch_b_epochs(200, 125.49e6, 62.96e6, 120)
     519
     """
-    k1 = _epochs(k1, "dense epochs")
     k2 = _epochs(k2, "retraining epochs")
+    k1 = _epochs(k1, "dense epochs", 0 if k2 else 1)
     f1 = _positive(f1, "dense FLOPs")
     f2 = _positive(f2, "pruned FLOPs")
     return max(1, round(k1 * f1 / f2 + k2))
@@ -96,7 +98,14 @@ def scratch_budget_epochs(
     ``dense_epochs``: K1, the dense schedule's length; ``used_epochs``: the pretraining
     epochs the pipeline it is matched to used (``x`` for PxFy, else K1); ``prune_epochs``:
     that pipeline's pruning-phase epochs (dense cost); ``retrain_epochs``: K2.
+
+    Every budget needs a dense schedule of at least one epoch (``K1 >= 1``): a scratch
+    baseline matched to a dense model trained 0 epochs is refused with ``bad dense epochs
+    0``, whatever the budget (never a silent 1-epoch run).
     """
+    if budget not in BUDGETS:
+        raise RecipeError(f"bad retrain.budget {budget!r}: allowed {', '.join(BUDGETS)}")
+    _epochs(dense_epochs, "dense epochs", 1)
     if budget == "E":
         return scratch_e_epochs(dense_epochs)
     if budget == "B":

@@ -99,7 +99,7 @@ def check_options(*, backend: str = "serial", workers: int | None = None, retrie
 
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise RecipeError(f"address {address!r} is not 'auto' or HOST:PORT of a Ray cluster "
                           "(e.g. 10.0.0.5:6379)")
     return host, int(port)

@@ -386,6 +386,43 @@ def test_image_folder_png_folder_zip_and_cache(
         load_dataset("cifar10", tmp_path / "tree")
 
 
+def test_image_folder_cache_follows_the_content_not_the_stats(tmp_path: Path) -> None:
+    """Swapping the files of two class folders keeps the count, sizes and newest mtime: the
+    decoded cache once answered with the old labels under the new run id. The cache key is
+    the content checksum the identity is made of, so data and id change together."""
+    write_image_tree(tmp_path / "tree", CIFAR10_CLASSES, n_train=2, n_test=2)
+    before = load_dataset("cifar10", tmp_path / "tree")
+    a, b = tmp_path / "tree/test/cat", tmp_path / "tree/test/dog"
+    swap = tmp_path / "swap"
+    a.rename(swap)
+    b.rename(a)
+    swap.rename(b)  # the cat and dog test images trade folders; every file keeps its stat
+    clear_memo()
+    after = load_dataset("cifar10", tmp_path / "tree")
+    assert after.checksum != before.checksum
+    cat, dog = (before.test_y == 3), (before.test_y == 5)
+    # the images now labelled cat are the former dog images (and the other way round)
+    assert torch.equal(after.test_x[cat], before.test_x[dog])
+    assert torch.equal(after.test_x[dog], before.test_x[cat])
+    assert not torch.equal(after.test_x, before.test_x)
+
+
+def test_an_edit_that_puts_the_mtime_back_is_seen(tmp_path: Path) -> None:
+    """``cp -p`` / ``rsync -t`` / ``os.utime`` restore an edited file's size and mtime, not
+    its ctime: the checksum cache's stamp includes the ctime, so the edit is hashed."""
+    from prunebench.data.identity import file_checksum
+
+    f = tmp_path / "labels.bin"
+    f.write_bytes(b"\x00\x01\x02\x03")
+    first = file_checksum(f)
+    st = f.stat()
+    f.write_bytes(b"\x03\x02\x01\x00")  # same size
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_mtime_ns == st.st_mtime_ns and f.stat().st_size == st.st_size
+    clear_memo()
+    assert file_checksum(f) != first
+
+
 def test_image_folder_lossy_copy_and_errors(tmp_path: Path) -> None:
     tree = write_image_tree(
         tmp_path / "j", CIFAR10_CLASSES, n_train=1, n_test=1, ext="jpg", flat=True

@@ -4,7 +4,8 @@ A path is not an identity (the same recipe may point at the official CIFAR-10 or
 copy, at a download or at a corrected re-download), so the plan puts this checksum into the
 dense stage's key and every downstream key changes with it (``prunebench.plan``).
 
-It is cheap: the sha256 of every file is cached by (absolute path, size, mtime_ns), in
+It is cheap: the sha256 of every file is cached by (absolute path, size, mtime_ns,
+ctime_ns, inode: an edit that puts the mtime back still moves the ctime), in
 memory and in a small JSON file in the user cache dir (``<cache>/checksums.json``, written
 atomically), so a dataset is hashed once, not once per run. Resolving an identity finds the
 files (the loaders' lookup order, download included) but never decodes them. Synthetic data
@@ -24,7 +25,7 @@ from prunebench.data.paths import cache_root
 from prunebench.errors import DataError
 
 CACHE_NAME = "checksums.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: stamps with ctime and inode
 #: cache entries kept at most (the oldest-inserted are dropped first)
 MAX_ENTRIES = 4096
 
@@ -70,13 +71,17 @@ def _unreadable(path: Path | str, exc: OSError) -> DataError:
     return DataError(f"cannot read data file {path}: {exc.strerror or exc}")
 
 
-def _stat(path: Path) -> tuple[str, int, int]:
+def _stat(path: Path) -> tuple[str, str]:
+    """``(absolute path, stamp)``: a cached digest is reused only while the stamp holds.
+    The stamp has the change time and inode besides size and mtime (as git's index does):
+    ``cp -p``, ``rsync -t`` or ``os.utime`` can put an edited file's mtime back, but every
+    write (and every utime) moves its ctime, so an in-place edit is always hashed again."""
     try:
         resolved = path.resolve()
         st = resolved.stat()
     except OSError as exc:
         raise _unreadable(path, exc) from None
-    return str(resolved), st.st_size, st.st_mtime_ns
+    return str(resolved), f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
 
 
 def _cached(items: list[tuple[str, str, Any]]) -> list[str]:
@@ -113,28 +118,28 @@ def _hash(path: str) -> str:
 
 
 def file_checksums(paths: Iterable[Path]) -> list[str]:
-    """The sha256 of each file, hashing only those not cached under (path, size, mtime_ns)."""
+    """The sha256 of each file, hashing only those not cached under their :func:`_stat`."""
     items = []
     for p in paths:
-        key, size, mtime = _stat(Path(p))
-        items.append((key, f"{size}:{mtime}", lambda key=key: _hash(key)))
+        key, stamp = _stat(Path(p))
+        items.append((key, stamp, lambda key=key: _hash(key)))
     return _cached(items)
 
 
 def file_checksum(path: Path) -> str:
-    """The sha256 of one file (cached by absolute path, size and mtime_ns)."""
+    """The sha256 of one file (cached by absolute path and :func:`_stat` stamp)."""
     return file_checksums([path])[0]
 
 
 def tree_checksum(root: Path, rel_paths: Iterable[str]) -> str:
     """One sha256 over many files under ``root`` (an image-folder copy): their relative
-    paths and contents. Cached as one entry whose stamp covers every file's (relative path,
-    size, mtime_ns), so a changed, added or removed file hashes the tree again."""
+    paths and contents. Cached as one entry whose stamp covers every file's relative path
+    and :func:`_stat` stamp, so a changed, added or removed file hashes the tree again."""
     rels = sorted(rel_paths)
     stamp = hashlib.sha256()
     for rel in rels:
-        _key, size, mtime = _stat(root / rel)
-        stamp.update(f"{rel}\0{size}\0{mtime}\n".encode())
+        _key, file_stamp = _stat(root / rel)
+        stamp.update(f"{rel}\0{file_stamp}\n".encode())
 
     def compute() -> str:
         h = hashlib.sha256()

@@ -29,7 +29,7 @@ from prunebench.io import save_torch
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "test")
-CACHE_VERSION = "imagefolder-v2"
+CACHE_VERSION = "imagefolder-v3"
 
 
 @dataclass
@@ -89,23 +89,19 @@ def _zip_prefix(names: list[str]) -> str | None:
 
 
 def _source_key(path: Path) -> str:
-    """A key that changes when the source changes (path, sizes, mtimes)."""
-    resolved = path.resolve()
-    h = hashlib.sha256(f"{CACHE_VERSION}\0{resolved}\0".encode())
-    if resolved.is_file():
-        st = resolved.stat()
-        h.update(f"{st.st_size}\0{st.st_mtime_ns}".encode())
+    """The key of the decoded-tensor cache: the *content* checksum of the source, the same
+    digest the data identity (and so the run id) is made of (:mod:`prunebench.data.identity`:
+    every image by its relative path and sha256, a zip by its sha256). A stat-only key once
+    missed files swapped between class folders (same count, sizes and mtimes): the run id
+    changed, the decoded tensors did not."""
+    from prunebench.data.identity import file_checksum, tree_checksum
+
+    if path.is_file():
+        digest = file_checksum(path)
     else:
-        count = total = newest = 0
-        for dirpath, _dirs, files in os.walk(resolved):
-            for f in files:
-                if _is_image(f):
-                    st = os.stat(os.path.join(dirpath, f))
-                    count += 1
-                    total += st.st_size
-                    newest = max(newest, st.st_mtime_ns)
-        h.update(f"{count}\0{total}\0{newest}".encode())
-    return h.hexdigest()[:16]
+        root, entries = folder_entries(path)
+        digest = tree_checksum(root, [r for split in entries.values() for _c, r in split])
+    return hashlib.sha256(f"{CACHE_VERSION}\0{digest}".encode()).hexdigest()[:16]
 
 
 def _decode_image(data: bytes, name: str) -> np.ndarray:

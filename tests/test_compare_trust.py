@@ -171,3 +171,34 @@ def test_card_names_a_run_once_by_prefix_and_id(store):
     out, ids = store
     card = build_card([ids["l1"][:4], ids["l1"]], out)
     assert [r["id"] for r in card["runs"]] == [ids["l1"]]
+
+
+@pytest.mark.parametrize("args", [
+    ["card", "[/x]"], ["compare", "[/x]"], ["compare", "--where", "[/x]=1"],
+    ["compare", "--require", "[/x]"], ["report", "[/x]"], ["card", "[bold]abc"],
+    ["report", "runs[red]"], ["calibrate", "[/x].yaml"],
+])
+def test_error_lines_show_bad_values_as_given(store, args):
+    """Error messages are text, not rich markup: '[/x]' crashed rich, '[bold]abc' lost its
+    brackets (the line named another value than the one given)."""
+    out, _ = store
+    res = invoke(*args, "--out", str(out)) if args[0] != "report" else invoke(*args)
+    assert res.exit_code == 2, res.output
+    bad = next(a for a in args[1:] if "[" in a).split("=")[0]
+    assert bad in res.output and res.output.count("error:") == 1
+
+
+def test_a_damaged_calibration_record_is_an_error_everywhere(store, tmp_path):
+    """A damaged record once made report rank the LRs a calibration rejected (read as 'no
+    calibrations') and crashed compare and card with a traceback."""
+    out, ids = store
+    copy = tmp_path / "store"
+    shutil.copytree(out, copy)
+    (copy / "calibrations").mkdir(exist_ok=True)
+    for text in ('{"signature": "x", "meth', "[1, 2]", '{"signature": 1, "methods": []}'):
+        (copy / "calibrations" / "abc.json").write_text(text)
+        for args in (["compare", "--out", str(copy)], ["card", ids["l1"], "--out", str(copy)],
+                     ["report", "--out", str(copy), "--runs", "-f", "md"]):
+            res = invoke(*args)
+            assert res.exit_code == 2, (args, res.output)
+            assert "calibration record" in res.output and "abc.json" in res.output

@@ -359,11 +359,34 @@ def calibrate(
 
 
 def load_records(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every calibration record of a run store."""
+    """Every calibration record of a run store. A damaged record is a one-line
+    :class:`CompareError`, never skipped: without it the tuning runs it lists could not be
+    told from results (they would be ranked as ordinary runs)."""
     d = Path(out) / "calibrations"
     if not d.is_dir():
         return []
-    return [io.read_json(p) for p in sorted(d.glob("*.json"))]
+    return [_read_record(p) for p in sorted(d.glob("*.json"))]
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    fix = ("move it aside and run the calibration again (`prunebench calibrate RECIPE`: "
+           "finished runs are reused)")
+    try:
+        rec = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not valid JSON (truncated?)"
+        raise CompareError(f"calibration record {str(path)!r} cannot be read: {why}; "
+                           f"{fix}") from None
+    try:
+        ok = isinstance(rec, dict) and isinstance(rec["signature"], str) and all(
+            isinstance(m["chosen_runs"], list) and "chosen_lr" in m for m in rec["methods"])
+        record_run_ids(rec)
+    except (KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise CompareError(f"calibration record {str(path)!r} is not a calibration record "
+                           f"(damaged); {fix}")
+    return rec
 
 
 def calibrated_picks(out: str | os.PathLike[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:

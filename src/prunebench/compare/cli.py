@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from prunebench.console import fail as _fail
 from prunebench.errors import PrunebenchError
 
 EXIT_NOT_MET = 3
 EXIT_DIVERGED = 4  # a named run diverged (as `run` / `study` exit when a cell diverged)
 
 _console = Console() if sys.stdout.isatty() else Console(width=80)
-_err = Console(stderr=True)
 
 OutOpt = Annotated[Path, typer.Option("--out", help="run store directory")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
@@ -28,9 +28,6 @@ def _row(t: Table, *cells: object) -> None:
     t.add_row(*(Text(str(c)) for c in cells))
 
 
-def _fail(exc: PrunebenchError) -> NoReturn:
-    _err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=exc.exit_code)
 
 
 def _print(text: str, bold: bool = False) -> None:

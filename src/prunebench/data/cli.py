@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
+from prunebench.console import fail as _fail
 from prunebench.errors import DataError, PrunebenchError
 
 _err = Console(stderr=True)
@@ -25,9 +25,6 @@ data_app = typer.Typer(
 )
 
 
-def _fail(exc: PrunebenchError) -> NoReturn:
-    _err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=exc.exit_code)
 
 
 def _say(text: str) -> None:

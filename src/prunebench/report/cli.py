@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from prunebench.console import fail as _fail
 from prunebench.errors import PrunebenchError
 
 _console = Console() if sys.stdout.isatty() else Console(width=160)
-_err = Console(stderr=True)
 
 
-def _fail(exc: PrunebenchError) -> NoReturn:
-    _err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True, markup=True)
-    raise typer.Exit(code=exc.exit_code)
 
 
 def report(

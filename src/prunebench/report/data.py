@@ -576,10 +576,7 @@ def load_study_data(manifest: str | Path, store: str | Path | None = None) -> St
     root = Path(store) if store is not None else (
         path.parent.parent if path.parent.name == "studies" else path.parent)
     rs = RunStore(root)
-    try:
-        picks, _ = calibrated_picks(root)
-    except (PrunebenchError, OSError, ValueError):
-        picks = {}
+    picks, _ = calibrated_picks(root)  # a damaged record is an error, never "no picks"
     loaded: dict[str, RunData | None] = {}
     cells = []
     for c in m["cells"]:
@@ -638,10 +635,8 @@ def load_runs_data(store: str | Path, where: list[str] | None = None) -> StudyDa
         raise ReportError(f"report source {str(root)!r} does not exist: give a run store "
                           "directory or a study manifest (.json)")
     filters = parse_where(where)
-    try:
-        picks, members = calibrated_picks(root)
-    except (PrunebenchError, OSError, ValueError):
-        picks, members = {}, set()
+    # a damaged record is an error: read as "no calibrations" it let rejected LRs be ranked
+    picks, members = calibrated_picks(root)
     index = study_index(root)
     runs: list[RunData] = []
     for r in RunStore(root).list_runs():

@@ -375,8 +375,9 @@ def run(
 
     procs = _nproc(nproc)
     if procs > 1 and distributed.env_world() <= 1:  # launch the ranks; they run this command
-        try:  # a bad recipe: one line here, not one per rank
-            api.load_recipes(recipe, _log_overrides(log, set_))
+        try:  # a bad recipe or --nproc: one line here, not one per rank
+            cells = api.load_recipes(recipe, _log_overrides(log, set_))
+            distributed.check_nproc(procs, [r for _, r in cells], device)
         except PrunebenchError as exc:
             _fail(exc)
         args = ["run", str(recipe), "--out", str(out), *(["--quiet"] if quiet else []),

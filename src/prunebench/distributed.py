@@ -459,6 +459,40 @@ def for_training(model: nn.Module, loaders: Any) -> Parallel | None:
 # -- launching -------------------------------------------------------------------------------
 
 
+#: local processes per CPU core ``--nproc`` may start on CPU (gloo): more only slows a run
+#: down (and runs the machine out of memory long before it helps)
+PROCS_PER_CPU = 4
+
+
+def max_local_procs(device: str | None) -> tuple[int, str]:
+    """The most processes ``--nproc`` may start on this machine for ``device`` and why:
+    with CUDA (NCCL) one per visible GPU, else :data:`PROCS_PER_CPU` per CPU core."""
+    if _wants_cuda(device):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return n, (f"the {n} visible GPU{'s' if n != 1 else ''} (on CUDA each process "
+                   "needs its own GPU; --device cpu runs on CPU processes)")
+    cpus = os.cpu_count() or 1
+    return cpus * PROCS_PER_CPU, (f"{PROCS_PER_CPU} per CPU core ({cpus} core"
+                                  f"{'s' if cpus != 1 else ''} here)")
+
+
+def check_nproc(nproc: int, recipes: Sequence[Any], device: str | None = None) -> None:
+    """Before any process is started: ``nproc`` local processes must fit this machine
+    (:func:`max_local_procs` for each recipe's device, ``device`` overriding it) and every
+    recipe's global batch (``data.batch_size`` >= ``nproc``: each process gets at least one
+    sample of every full batch). A one-line :class:`RecipeError` otherwise."""
+    for recipe in recipes:
+        limit, why = max_local_procs(device if device is not None else recipe.device)
+        if nproc > limit:
+            raise RecipeError(f"--nproc {nproc} is too many: at most {limit} local processes, "
+                              f"{why}")
+        batch = int(recipe.data.batch_size)
+        if nproc > batch:
+            raise RecipeError(f"--nproc {nproc} is more than data.batch_size {batch} (the "
+                              "global batch, split over the processes: each needs at least "
+                              f"one sample); use --nproc <= {batch}")
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -126,3 +126,49 @@ def write_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def unwritable_reason(directory: str | os.PathLike[str]) -> str | None:
+    """Why nothing can be written in the existing folder ``directory`` (``"Read-only file
+    system"``, ``"Permission denied"``, ...), or ``None`` when a file can be created there.
+    Tried for real (a temporary file, removed at once), so it holds for root, read-only
+    mounts and ACLs alike; nothing is left behind."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".prunebench-write-test-", dir=directory)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    return None
+
+
+def check_output(path: str | os.PathLike[str], what: str = "output file",
+                 hint: str = "") -> Path:
+    """``path`` if a file can be written there (atomically: see :func:`write_bytes`), else a
+    one-line :class:`StoreError` naming it and why: it is a directory, a folder above it is
+    a file, or the nearest existing folder above it is not writable (read-only, no
+    permission). ``hint`` ends the message (e.g. ``"; write it elsewhere with -o PATH"``).
+    Checked before anything is written; writes nothing."""
+    path = Path(path)
+    shown = repr(str(path))
+    try:
+        if path.is_dir():
+            raise StoreError(f"{what} {shown} is a directory: give a file path{hint}")
+        folder = None
+        for p in path.parents:
+            if p.is_dir():
+                folder = p
+                break
+            if p.exists() or p.is_symlink():
+                raise StoreError(f"cannot write {what} {shown}: {str(p)!r} is a file, not a "
+                                 f"folder{hint}")
+    except OSError as exc:  # a name too long, a folder we may not look into
+        raise StoreError(f"cannot write {what} {shown}: {exc.strerror or exc}{hint}") from None
+    why = unwritable_reason(folder if folder is not None else Path("."))
+    if why is not None:
+        where = "" if folder == path.parent else " (its nearest existing folder)"
+        raise StoreError(f"cannot write {what} {shown}: folder "
+                         f"{str(folder if folder is not None else '.')!r}{where} is not "
+                         f"writable ({why}){hint}")
+    return path

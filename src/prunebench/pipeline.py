@@ -176,6 +176,9 @@ def run(
     done = distributed.from_main(book.stored)
     if done is not None:
         return done
+    # a store that cannot be written (read-only, --out below a file, the index a folder)
+    # is a one-line error now, not a failed run once its folder exists
+    distributed.from_main(store.check_writable)
     from prunebench.loggers import LoggingReporter, make_loggers
 
     active = [*make_loggers(recipe.log, out), *(loggers or [])] if main else []
@@ -187,6 +190,7 @@ def run(
                   reporter)
     distributed.adjust_speed(ctx.speed)
     check_recipe(ctx)
+    distributed.from_main(store.open_index)  # before the run's folder (its lock) is made
     with locked(book.rdir / ".lock"):
         done = distributed.from_main(book.stored)
         if done is not None:
@@ -233,7 +237,9 @@ class RunBook:
         return None
 
     def open(self) -> None:
-        """Mark the run running (a stale failed / diverged outcome is removed)."""
+        """Mark the run running (a stale failed / diverged outcome is removed). The index
+        is opened first: one that cannot be written is an error before anything is."""
+        self.store.open_index()
         (self.rdir / "result.json").unlink(missing_ok=True)
         io.write_text(self.rdir / "recipe.yaml", self.recipe.to_yaml())
         self.store.record(self.rid, "running", self.recipe_dict)

@@ -561,8 +561,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         path = Path(path)
         exists = path.is_file()
+        kind = ("a directory" if path.is_dir() else "not a regular file (a device, a pipe)"
+                if path.exists() else None) if not exists else None
     except (TypeError, ValueError):
         raise RecipeError(f"recipe file {_short(path)} is not a valid path") from None
+    except OSError as exc:  # a name too long, a folder we may not look into
+        raise RecipeError(f"recipe file {str(path)!r} cannot be read: "
+                          f"{exc.strerror or exc}") from None
+    if kind is not None:
+        raise RecipeError(f"recipe file {str(path)!r} is {kind}: expected a YAML recipe "
+                          "file (e.g. examples/tiny.yaml)")
     if not exists:
         raise RecipeError(f"recipe file {str(path)!r} does not exist")
     try:

@@ -294,11 +294,27 @@ def _stored_base(
     there are several processes), its weights loaded into ``model``; ``None`` to build it."""
     if not (sdir / "done.json").is_file():
         return None
+    # the metrics first: a damaged metrics file is a damaged stage, rebuilt like one with an
+    # unreadable checkpoint (before any weights are loaded into ``model``)
+    metrics = sdir / "metrics.jsonl"
+    try:
+        history = io.read_jsonl(metrics)
+        bad = next((f"line {n} is a {type(h).__name__}, not an object"
+                    for n, h in enumerate(history, 1) if not isinstance(h, dict)), None)
+    except (io.CorruptFileError, OSError) as exc:
+        bad = (str(exc).removeprefix(repr(str(metrics))).strip()
+               if isinstance(exc, io.CorruptFileError) else _why(exc))
+    if bad is not None:
+        warn(ctx, f"discarding unreadable stage metrics {metrics} ({bad}); rebuilding stage "
+                  f"{sdir.name}")
+        (sdir / "done.json").unlink(missing_ok=True)
+        metrics.unlink(missing_ok=True)
+        return None
     info = _load_done(ctx, sdir, model, "model.pt")
     if info is None:
         return None
     weights = cpu_state(model) if distributed.world() > 1 else None
-    return info, io.read_jsonl(sdir / "metrics.jsonl"), weights
+    return info, history, weights
 
 
 def _load_done(

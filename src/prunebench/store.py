@@ -46,7 +46,7 @@ from typing import Any
 import yaml
 
 from prunebench.errors import StoreError
-from prunebench.io import read_jsonl
+from prunebench.io import read_jsonl, unwritable_reason
 from prunebench.record import RunRecord, RunResult
 
 _SCHEMA = """
@@ -67,10 +67,12 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 #: columns added after the first schema; added to older index files on open.
-#: ``result_mtime``/``result_size``: the ``result.json`` the row was recorded from (the
-#: reconciliation compares them with the folder's file)
+#: ``result_mtime``/``result_size`` and ``recipe_mtime``/``recipe_size``: the
+#: ``result.json`` and ``recipe.yaml`` the row was recorded from (the reconciliation
+#: compares them with the folder's files)
 _EXTRA_COLUMNS = {"ta": "REAL", "jsv_pruned": "REAL", "param_sparsity": "REAL",
-                  "speedup": "REAL", "result_mtime": "REAL", "result_size": "INTEGER"}
+                  "speedup": "REAL", "result_mtime": "REAL", "result_size": "INTEGER",
+                  "recipe_mtime": "REAL", "recipe_size": "INTEGER"}
 _BASE_COLUMNS = {"id", "status", "created", "updated", "recipe", "result"}
 
 log = logging.getLogger("prunebench.store")
@@ -133,6 +135,12 @@ class _CorruptIndex(Exception):
     """The index file is not a usable SQLite database of runs."""
 
 
+class IndexUnavailable(StoreError):
+    """The index cannot be opened or written (a read-only store, no permission, a folder
+    where the file should be, a lock held too long). Writers get it as a one-line error;
+    readers (:meth:`RunStore.list_runs`) read the run folders instead."""
+
+
 class RunStore:
     """The run store at ``root``.
 
@@ -150,8 +158,15 @@ class RunStore:
             index_writes = os.environ.get("PRUNEBENCH_INDEX_WRITES", "1").strip().lower() \
                 not in ("0", "false", "no", "off")
         self.index_writes = index_writes
+        #: set when a reader found the index unusable: the runs are listed from a private
+        #: in-memory index built from the folders (nothing is written)
+        self._read_folders = False
         self._mem: sqlite3.Connection | None = None
         self._index_path: Path | None = None
+
+    @property
+    def _in_memory(self) -> bool:
+        return not self.index_writes or self._read_folders
 
     # -- paths --------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
@@ -200,18 +215,26 @@ class RunStore:
     def _open(self) -> sqlite3.Connection:
         """A connection with the schema checked; :class:`_CorruptIndex` when the file is
         not a usable index (garbage, truncated, another program's database)."""
+        if self._in_memory:
+            if self._mem is None:
+                self._mem = sqlite3.connect(":memory:")
+                self._mem.execute(_SCHEMA)
+                for col, kind in _EXTRA_COLUMNS.items():
+                    self._mem.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+            return self._mem
+        where = str(self.index_path)
         try:
-            if not self.index_writes:
-                if self._mem is None:
-                    self._mem = sqlite3.connect(":memory:")
-                    self._mem.execute(_SCHEMA)
-                    for col, kind in _EXTRA_COLUMNS.items():
-                        self._mem.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
-                return self._mem
+            if self.index_path.is_dir():
+                raise IndexUnavailable(f"cannot open the index {where!r}: it is a directory, "
+                                       "not an index file (move it away: the index is rebuilt "
+                                       "from the run folders)")
             self.index_path.parent.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(self.index_path, timeout=60)
         except sqlite3.OperationalError as exc:
-            raise StoreError(f"cannot open the index {str(self.index_path)!r}: {exc}") from None
+            raise IndexUnavailable(f"cannot open the index {where!r}: {exc}") from None
+        except OSError as exc:
+            raise IndexUnavailable(f"cannot open the index {where!r}: "
+                                   f"{exc.strerror or exc}") from None
         try:
             con.execute(_SCHEMA)
             have = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
@@ -224,6 +247,8 @@ class RunStore:
             con.close()
             if _is_corrupt(exc):
                 raise _CorruptIndex(str(exc)) from None
+            if isinstance(exc, sqlite3.OperationalError):  # read-only, locked too long
+                raise IndexUnavailable(f"cannot use the index {where!r}: {exc}") from None
             raise
         return con
 
@@ -244,11 +269,23 @@ class RunStore:
 
     def _recover_index(self, reason: str) -> None:
         """Move an unusable index aside (``index.sqlite.bad-<timestamp>``) and rebuild it
-        from the run folders. Under a lock, so concurrent readers rebuild it once."""
+        from the run folders. Under a lock, so concurrent readers rebuild it once. A store
+        where that cannot be done (read-only) is :class:`IndexUnavailable`."""
+        try:
+            moved = self._move_index_aside(reason)
+        except OSError as exc:
+            raise IndexUnavailable(f"cannot replace the unreadable index "
+                                   f"{str(self.index_path)!r} ({reason}): "
+                                   f"{exc.strerror or exc}") from None
+        if moved:
+            self.reindex()
+
+    def _move_index_aside(self, reason: str) -> bool:
+        """Whether the index was moved aside (False: another process rebuilt it)."""
         with locked(self._index_lock()):
             try:  # another process may have rebuilt it meanwhile
                 self._open().close()
-                return
+                return False
             except _CorruptIndex:
                 pass
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -264,7 +301,7 @@ class RunStore:
                     os.replace(side, bad.with_name(bad.name + extra))
             log.warning("warning: the run index %s is not readable (%s): moved aside to %s "
                         "and rebuilt from the run folders", self.index_path, reason, bad.name)
-        self.reindex()
+        return True
 
     def _query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         for attempt in (0, 1):
@@ -273,10 +310,58 @@ class RunStore:
                     con.row_factory = sqlite3.Row
                     return con.execute(sql, params).fetchall()
             except sqlite3.DatabaseError as exc:
-                if attempt or not _is_corrupt(exc):
+                if not _is_corrupt(exc):
+                    if isinstance(exc, sqlite3.OperationalError):  # read-only, locked
+                        raise IndexUnavailable(f"cannot update the index "
+                                               f"{str(self.index_path)!r}: {exc}") from None
+                    raise
+                if attempt:
                     raise
                 self._recover_index(str(exc))
         raise AssertionError("unreachable")
+
+    def open_index(self) -> None:
+        """Open the index for writing (created when missing, a garbage one rebuilt): a
+        one-line :class:`IndexUnavailable` when it cannot be written. A run calls it before
+        it writes anything into the store, so a bad index never leaves a half-made run."""
+        if self._in_memory:
+            return
+        try:
+            with self._db() as con:  # a write, rolled back: fails when read-only
+                con.execute("BEGIN IMMEDIATE")
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                con.execute(f"PRAGMA user_version = {int(version)}")
+                con.rollback()
+        except sqlite3.DatabaseError as exc:
+            raise IndexUnavailable(f"cannot write the index {str(self.index_path)!r}: "
+                                   f"{exc}") from None
+
+    def check_writable(self) -> None:
+        """Before a run writes anything: a one-line :class:`StoreError` when runs cannot be
+        stored here (``--out`` or a folder above it is a file, the store or the folder it
+        would be made in is not writable, e.g. a read-only file system, or the index path is
+        a directory). Writes nothing."""
+        _check_root(self.root)
+        folder = _nearest_dir(self.root)
+        why = unwritable_reason(folder)
+        if why is not None:
+            where = ("" if folder == self.root
+                     else f" (it would be made in {str(folder)!r})")
+            raise StoreError(f"cannot write to the run store {str(self.root)!r}{where}: {why}; "
+                             "give --out a writable folder")
+        if self._in_memory:
+            return
+        index = self.index_path
+        if index.is_dir():
+            raise IndexUnavailable(f"cannot open the index {str(index)!r}: it is a directory, "
+                                   "not an index file (move it away: the index is rebuilt "
+                                   "from the run folders)")
+        index_folder = _nearest_dir(index.parent)
+        why = unwritable_reason(index_folder) if index_folder != folder else None
+        if why is None and index.exists() and not os.access(index, os.R_OK | os.W_OK):
+            why = "Permission denied"
+        if why is not None:
+            raise IndexUnavailable(f"cannot write the index {str(index)!r}: {why}")
 
     def record(
         self, run_id: str, status: str, recipe: dict[str, Any], record: RunRecord | None = None,
@@ -286,7 +371,8 @@ class RunStore:
         new row's creation time) defaults to now."""
         check_run_id(run_id)
         now = time.time()
-        mtime, size = _result_stat(self.root / run_id)
+        mtime, size = _stat(self.root / run_id / "result.json")
+        recipe_mtime, recipe_size = _stat(self.root / run_id / "recipe.yaml")
         prune = recipe.get("prune") or {}
         result = record.to_json() if record is not None else None
         rate = record.pruned if record is not None else None
@@ -298,7 +384,8 @@ class RunStore:
             "name": recipe.get("name"),
             "model": (recipe.get("model") or {}).get("name"),
             "dataset": (recipe.get("data") or {}).get("name"),
-            "method": prune.get("method") if prune else "dense",
+            # no recipe (an unreadable recipe.yaml): no label at all, never a default one
+            "method": prune.get("method") if prune else ("dense" if recipe else None),
             "ratio": str(prune.get("layers")) if prune else None,
             "test_acc": record.test_acc if record is not None else None,
             "ta": record.ta.test if record is not None and record.ta is not None else None,
@@ -309,6 +396,8 @@ class RunStore:
             "result": json.dumps(result, sort_keys=True) if result is not None else None,
             "result_mtime": mtime,
             "result_size": size,
+            "recipe_mtime": recipe_mtime,
+            "recipe_size": recipe_size,
         }
         cols = ", ".join(row)
         params = ", ".join(f":{k}" for k in row)
@@ -317,10 +406,33 @@ class RunStore:
                     f"ON CONFLICT(id) DO UPDATE SET {updates}", row)
 
     def list_runs(self) -> list[dict[str, Any]]:
-        """Every run of the store, from the index reconciled with the folders."""
-        if not self.root.exists():
+        """Every run of the store, from the index reconciled with the folders.
+
+        A reader: a folder with neither runs nor an index is an empty store, and nothing is
+        written into it (no index is created). An index that cannot be opened or updated (a
+        read-only store, no permission) is no error: the runs are read from their folders
+        (a private in-memory index, with a warning), and nothing is written."""
+        if not self.root.is_dir():
             return []
-        if not self.index_writes:
+        if not self._in_memory and not self.index_path.is_file() and not self._run_folders():
+            return []
+        if self._in_memory:
+            return self._list_runs()
+        try:
+            return self._list_runs()
+        except (IndexUnavailable, OSError) as exc:
+            if isinstance(exc, OSError) and not _unwritable_error(exc):
+                raise
+            why = str(exc) if isinstance(exc, StoreError) else \
+                f"cannot write the store: {exc.strerror or exc}"
+            log.warning("warning: %s: the runs are read from their folders (the index is "
+                        "not updated)", why)
+            self._read_folders = True
+            self._mem = None
+            return self._list_runs()
+
+    def _list_runs(self) -> list[dict[str, Any]]:
+        if self._in_memory:
             if self._mem is None:
                 self.reindex()
         elif not self.index_path.exists():
@@ -331,8 +443,8 @@ class RunStore:
         out = []
         for r in rows:
             d = dict(r)
-            d.pop("result_mtime", None)
-            d.pop("result_size", None)
+            for col in ("result_mtime", "result_size", "recipe_mtime", "recipe_size"):
+                d.pop(col, None)
             try:
                 d["recipe"] = json.loads(d["recipe"])
                 result = json.loads(d["result"]) if d["result"] else None
@@ -351,10 +463,11 @@ class RunStore:
                       and (p / "recipe.yaml").is_file())
 
     def _reconcile(self, rows: list[sqlite3.Row]) -> int:
-        """Re-record rows whose folder's ``result.json`` differs from what the row was
-        recorded from (a kill between writing it and updating the index leaves a finished
-        run ``running``), and add folders the index lacks. Cheap: one stat per row and one
-        listing of the store. Returns how many rows changed."""
+        """Re-record rows whose folder's ``result.json`` or ``recipe.yaml`` differs from
+        what the row was recorded from (a kill between writing the result and updating the
+        index leaves a finished run ``running``; a recipe damaged since), and add folders
+        the index lacks. Cheap: two stats per row and one listing of the store. Returns how
+        many rows changed."""
         known = {}
         for r in rows:
             known[r["id"]] = r
@@ -362,24 +475,25 @@ class RunStore:
         for d in self._run_folders():
             row = known.get(d.name)
             if row is not None:
-                mtime, size = _result_stat(d)
-                if mtime is None and row["status"] != "done" and row["result_mtime"] is None:
-                    continue  # unfinished, and still no result: as recorded
-                if (mtime, size) == (row["result_mtime"], row["result_size"]):
+                now = (*_stat(d / "result.json"), *_stat(d / "recipe.yaml"))
+                then = (row["result_mtime"], row["result_size"], row["recipe_mtime"],
+                        row["recipe_size"])
+                # as recorded (a "done" row without a result file never is)
+                if now == then and (now[0] is not None or row["status"] != "done"):
                     continue
             self._record_folder(d)
             changed += 1
         return changed
 
     def _record_folder(self, d: Path) -> None:
-        recipe = self._read_recipe(d)
+        recipe, _ = _recipe_of(d)
         record = self._read_record(d, recipe)
         status = record.status if record is not None else "incomplete"
         try:
             created = (d / "recipe.yaml").stat().st_mtime
         except OSError:
             created = None
-        self.record(d.name, status, recipe, record, created=created)
+        self.record(d.name, status, recipe or {}, record, created=created)
 
     def reindex(self) -> int:
         """Rebuild the index from the run folders (the folders are the truth)."""
@@ -406,25 +520,21 @@ class RunStore:
             return None
         return result
 
-    @staticmethod
-    def _read_recipe(d: Path) -> dict[str, Any]:
-        p = d / "recipe.yaml"
-        if not p.is_file():
-            return {}
-        try:
-            recipe = yaml.safe_load(p.read_bytes().decode("utf-8"))
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            log.warning("warning: run %s: recipe.yaml is unreadable (%s)", d.name,
-                        type(exc).__name__)
-            return {}
-        return recipe if isinstance(recipe, dict) else {}
-
     def _read_record(self, d: Path, recipe: dict[str, Any] | None = None) -> RunRecord | None:
+        """The run's parsed record; ``None`` while it has no result, and (with a warning)
+        when ``result.json`` or ``recipe.yaml`` is unreadable: a run whose recipe cannot be
+        read is unfinished (it is never labelled with a default recipe). ``recipe``: the
+        folder's recipe when the caller read it already."""
         result = self._read_result(d)
         if result is None:
             return None
+        if recipe is None:
+            recipe, why = _recipe_of(d)
+            if recipe is None:
+                _warn_recipe(d, why or "it is missing")
+                return None
         try:
-            return RunRecord.parse(result, self._read_recipe(d) if recipe is None else recipe)
+            return RunRecord.parse(result, recipe)
         except (StoreError, ValueError, TypeError, KeyError, AttributeError) as exc:
             _warn_result(d, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             return None
@@ -436,9 +546,10 @@ class RunStore:
     def run_result(self, run_id: str) -> RunResult:
         """A stored run as a :class:`prunebench.record.RunResult`."""
         d = self.run_dir(run_id)
-        recipe = self._read_recipe(d)
+        recipe, _ = _recipe_of(d)
         record = self._read_record(d, recipe)
-        return RunResult(run_id, d, record.to_json() if record is not None else {}, recipe)
+        return RunResult(run_id, d, record.to_json() if record is not None else {},
+                         recipe or {})
 
     def resolve(self, prefix: str) -> str:
         """A full run id from an id or a unique prefix of one (lowercase hex, never a
@@ -456,11 +567,11 @@ class RunStore:
     def load(self, run_id: str) -> dict[str, Any]:
         run_id = self.resolve(run_id)
         d = self.run_dir(run_id)
-        recipe = self._read_recipe(d)
+        recipe, _ = _recipe_of(d)
         record = self._read_record(d, recipe)
         return {
             "id": run_id,
-            "recipe": recipe,
+            "recipe": recipe or {},
             "result": record.to_json() if record is not None else None,
             "record": record,
             "metrics": read_jsonl(d / "metrics.jsonl"),
@@ -559,17 +670,65 @@ def _is_corrupt(exc: BaseException) -> bool:
     return True
 
 
-def _result_stat(d: Path) -> tuple[float | None, int | None]:
+def _stat(path: Path) -> tuple[float | None, int | None]:
     try:
-        st = (d / "result.json").stat()
+        st = path.stat()
     except OSError:
         return None, None
     return st.st_mtime, st.st_size
 
 
+def _nearest_dir(path: Path) -> Path:
+    """``path`` or the nearest existing folder above it (where it would be made)."""
+    p = Path(os.path.abspath(path)) if not path.is_dir() else path
+    while not p.is_dir() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _unwritable_error(exc: OSError) -> bool:
+    """An OSError that means "this store cannot be written" (a reader carries on)."""
+    import errno
+
+    return exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
+
+
 def _warn_result(d: Path, why: str) -> None:
     log.warning("warning: run %s: result.json is unreadable (%s): the run counts as "
                 "unfinished; running its recipe again redoes it", d.name, why)
+
+
+def _warn_recipe(d: Path, why: str) -> None:
+    log.warning("warning: run %s: recipe.yaml is unreadable (%s): the run counts as "
+                "unfinished; running its recipe again redoes it", d.name, why)
+
+
+def _recipe_of(d: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The run folder's ``recipe.yaml`` as a mapping, or ``(None, why)`` when it is
+    missing, unreadable (not UTF-8, not YAML), empty or not a mapping. Silent: the caller
+    that decides the run is damaged warns (:func:`_warn_recipe`)."""
+    p = d / "recipe.yaml"
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        return None, "it is missing"
+    except OSError as exc:
+        return None, f"it cannot be read: {exc.strerror or type(exc).__name__}"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "it is not UTF-8 text"
+    if "\x00" in text:
+        return None, "it holds NUL bytes"
+    try:
+        recipe = yaml.safe_load(text)
+    except (ValueError, TypeError, OverflowError, RecursionError, yaml.YAMLError) as exc:
+        return None, f"it is not valid YAML ({type(exc).__name__})"
+    if not isinstance(recipe, dict) or not recipe:
+        what = "empty" if recipe is None or recipe == {} else \
+            f"a {type(recipe).__name__}, not a mapping"
+        return None, f"it is {what}"
+    return recipe, None
 
 
 def _parse(result: dict[str, Any] | None, recipe: dict[str, Any]) -> RunRecord | None:

@@ -505,7 +505,13 @@ def write_card(
     ``<out>/<id>/card.md`` for one run, ``<out>/cards/<hash>.md`` for several. A study name
     stands for all its runs; the card of one study (one name, one manifest) also holds the
     setups computed per column and row, and lists the runs it had to skip (missing or
-    unfinished) instead of failing."""
+    unfinished) instead of failing.
+
+    The target is checked before anything is computed or written: a path that is a
+    directory, below a file, or in a folder that cannot be written (a read-only store) is a
+    one-line :class:`StoreError` naming it, and nothing is written."""
+    if path is not None:
+        _card_targets(_card_path(Path(path)), explicit=True)
     ids = expand_study_ids(run_ids, out)
     manifests = _manifests(run_ids[0], out) if len(run_ids) == 1 else []
     if len(manifests) == 1:
@@ -519,10 +525,27 @@ def write_card(
         md = (Path(out) / check_run_id(ids[0]) / "card.md" if len(ids) == 1
               else Path(out) / "cards" / f"{recipe_hash(sorted(ids))}.md")
     else:
-        md = Path(path)
-        if md.suffix != ".md":
-            md = md.with_suffix(md.suffix + ".md") if md.suffix else md.with_suffix(".md")
+        md = _card_path(Path(path))
+    md, js = _card_targets(md, explicit=path is not None)
+    try:
+        io.write_text(md, render_markdown(card))
+        io.write_json(js, card)
+    except OSError as exc:  # the disk filled up, the folder vanished meanwhile
+        raise StoreError(f"cannot write the card {str(md)!r}: {exc.strerror or exc}") from None
+    return md, js
+
+
+def _card_path(md: Path) -> Path:
+    """``-o PATH`` as the card's Markdown file (``.md`` added unless it has it)."""
+    if md.suffix != ".md":
+        md = md.with_suffix(md.suffix + ".md") if md.suffix else md.with_suffix(".md")
+    return md
+
+
+def _card_targets(md: Path, *, explicit: bool) -> tuple[Path, Path]:
+    """The card's two files, checked writable (:func:`prunebench.io.check_output`)."""
+    hint = "" if explicit else "; write it elsewhere with -o PATH"
     js = md.with_suffix(".json")
-    io.write_text(md, render_markdown(card))
-    io.write_json(js, card)
+    io.check_output(md, "the card", hint)
+    io.check_output(js, "the card's JSON", hint)
     return md, js

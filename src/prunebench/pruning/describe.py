@@ -20,6 +20,11 @@ from prunebench.errors import RecipeError
 from prunebench.pruning.ratios import split_skip
 from prunebench.pruning.schemes import StructuredSpec, prune_model
 
+#: the largest ``input_size`` (pixels per side) :func:`describe` builds a model for: well
+#: above any training resolution in use (ImageNet presets: 128-224; detection backbones: 1024
+#: and up), and small enough that a model at that size fits in memory
+MAX_INPUT_SIZE = 4096
+
 CONVENTION = (
     "MACs = multiply-accumulates of Conv2d and Linear layers per image (no BN, activation, "
     "pooling, addition or bias terms); FLOPs = 2 * MACs; speedup = dense MACs / pruned MACs"
@@ -56,14 +61,44 @@ def describe(
     two patterns), and a pattern that matches no Conv2d/Linear layer is a PatternError.
     """
     from prunebench.data import dataset_shape
-    from prunebench.models import build_model
-    from prunebench.pruning.structured import prune_summary
 
     in_channels, size, num_classes = dataset_shape(dataset)
     if input_size is not None:
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
-            raise RecipeError(f"input_size must be a positive int (pixels), got {input_size!r}")
+        if (isinstance(input_size, bool) or not isinstance(input_size, int)
+                or not 1 <= input_size <= MAX_INPUT_SIZE):
+            raise RecipeError(f"input_size (--input-size) must be a whole number of pixels "
+                              f"from 1 to {MAX_INPUT_SIZE}, got {input_size!r}")
         size = (input_size, input_size)
+    try:
+        return _describe(model, dataset, layers, skip, method, scheme, in_channels, size,
+                         num_classes, max_layer_ratio=max_layer_ratio, normalize=normalize,
+                         target_speedup=target_speedup,
+                         target_param_sparsity=target_param_sparsity, seed=seed,
+                         coupled=coupled)
+    except MemoryError:
+        raise RecipeError(_too_big(model, in_channels, size)) from None
+    except RuntimeError as exc:  # torch's allocator: "can't allocate memory", CUDA OOM
+        msg = str(exc).lower()
+        if "allocate" in msg or "out of memory" in msg:
+            raise RecipeError(_too_big(model, in_channels, size)) from None
+        raise
+
+
+def _too_big(model: str, in_channels: int, size: tuple[int, int]) -> str:
+    shape = "x".join(map(str, (in_channels, *size)))
+    return (f"{model} at input {shape} does not fit in memory (the model or one activation "
+            "is too large); give a smaller --input-size")
+
+
+def _describe(
+    model: str, dataset: str, layers: str | float | list[float], skip: Sequence[str] | str,
+    method: str, scheme: str, in_channels: int, size: tuple[int, int], num_classes: int, *,
+    max_layer_ratio: float, normalize: bool, target_speedup: float | None,
+    target_param_sparsity: float | None, seed: int, coupled: bool,
+) -> dict[str, Any]:
+    from prunebench.models import build_model
+    from prunebench.pruning.structured import prune_summary
+
     input_shape = (in_channels, *size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

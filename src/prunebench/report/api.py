@@ -127,18 +127,42 @@ def write_report(manifest_or_dir: str | Path, fmt: str, path: str | Path, *,
     """Write the report of one manifest or of every study in a run store to ``path``.
 
     ``html`` also writes the figures (PNG + SVG) to ``<path's folder>/figures/<study>/``.
+
+    ``path`` is checked before anything is loaded or written: a directory, a path below a
+    file or in a folder that cannot be written is a one-line error naming it.
     """
-    fmt = check_format(fmt)
-    against = check_against(against)
-    studies = load_studies(manifest_or_dir, study, store, where=where, runs=runs)
-    path = Path(path)
-    if fmt == "html":
-        ag = ({s.key: against_tables([s]) for s in studies} if against == "paper" else None)
-        return build_html(studies, path, against=ag, card=card,
-                          notes=_notes(studies, against))
     from prunebench import io as pio
 
-    return pio.write_text(path, render(studies, fmt, against))
+    fmt = check_format(fmt)
+    against = check_against(against)
+    path = check_report_path(path, fmt)
+    studies = load_studies(manifest_or_dir, study, store, where=where, runs=runs)
+    try:
+        if fmt == "html":
+            ag = ({s.key: against_tables([s]) for s in studies} if against == "paper"
+                  else None)
+            return build_html(studies, path, against=ag, card=card,
+                              notes=_notes(studies, against))
+        return pio.write_text(path, render(studies, fmt, against))
+    except OSError as exc:  # the disk filled up, a folder vanished meanwhile
+        raise ReportError(f"cannot write the report {str(path)!r}: "
+                          f"{exc.strerror or exc}") from None
+
+
+def check_report_path(path: str | Path, fmt: str = "html") -> Path:
+    """``path`` if the report (and, for html, its ``figures/`` folder beside it) can be
+    written there; else a one-line error naming it (a directory, a path below a file, a
+    folder that is read-only or not ours to write). Writes nothing."""
+    from prunebench import io as pio
+
+    path = pio.check_output(Path(path), "the report file", " (e.g. -o report.html)"
+                            if Path(path).is_dir() else "")
+    if check_format(fmt) == "html":
+        figures = path.parent / "figures"
+        if figures.exists() and not figures.is_dir():
+            raise ReportError(f"cannot write the report's figures: {str(figures)!r} is a "
+                              "file, not a folder (move it, or give -o another folder)")
+    return path
 
 
 def study_summary(manifest_path: str | Path) -> Table:

@@ -70,6 +70,13 @@ CONNECT_TIMEOUT = 5.0
 
 # -- options ------------------------------------------------------------------------------
 
+#: the most CPUs one job may declare on Ray (a cluster decides what it has, but no machine
+#: has more cores than this; 1e9 is a typo, and every task would wait forever)
+MAX_RAY_CPUS_PER_RUN = 1024
+#: local process-pool workers per CPU core: more only queue on the cores (and each worker
+#: holds its own torch and data in memory)
+WORKERS_PER_CPU = 4
+
 
 def check_options(*, backend: str = "serial", workers: int | None = None, retries: int = 0,
                   cpus_per_run: float | None = None, gpus_per_run: float | None = None,
@@ -77,12 +84,23 @@ def check_options(*, backend: str = "serial", workers: int | None = None, retrie
     """Raise a one-line :class:`RecipeError` naming a bad value and what is allowed."""
     if backend not in BACKENDS:
         raise RecipeError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    cpus = os.cpu_count() or 1
     if workers is not None and (isinstance(workers, bool) or workers < 1):
         raise RecipeError(f"workers must be >= 1, got {workers}")
+    if workers is not None and backend != "ray" and workers > cpus * WORKERS_PER_CPU:
+        raise RecipeError(f"workers {workers} is too many for backend {backend!r}: at most "
+                          f"{cpus * WORKERS_PER_CPU} local processes ({WORKERS_PER_CPU} per "
+                          f"CPU core, {cpus} here; more machines: --backend ray)")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise RecipeError(f"retries must be an integer >= 0, got {retries!r}")
     if cpus_per_run is not None and not cpus_per_run > 0:
         raise RecipeError(f"cpus-per-run must be > 0, got {cpus_per_run}")
+    if cpus_per_run is not None:
+        limit, where = ((MAX_RAY_CPUS_PER_RUN, "a Ray job") if backend == "ray"
+                        else (cpus, f"backend {backend!r}: the CPU cores of this machine"))
+        if cpus_per_run > limit:
+            raise RecipeError(f"cpus-per-run {cpus_per_run:g} is too many: at most {limit} for "
+                              f"{where}")
     if gpus_per_run is not None and not gpus_per_run >= 0:
         raise RecipeError(f"gpus-per-run must be >= 0 (fractions share a GPU), got "
                           f"{gpus_per_run}")

@@ -258,6 +258,11 @@ def test_show_prints_the_effective_recipe(study):
     for line in text.splitlines():
         if line.strip().startswith(("test_acc:", "param_sparsity:")):
             assert len(line.split(":", 1)[1].strip()) <= 6  # rounded
+    # --json says the same: "recipe" is what it trained, the written one is kept beside it
+    data = json.loads(invoke("show", rid, "--out", str(out), "--json").stdout)
+    assert data["recipe"]["retrain"]["epochs"] == 2
+    assert data["declared_recipe"]["retrain"]["epochs"] == 1
+    assert data["effective_notes"] and data["id"] == rid
 
 
 # -- 5. report on any set of runs ----------------------------------------------------------

@@ -21,6 +21,7 @@ from rich.progress import (
 )
 
 from prunebench import runs_view
+from prunebench.console import fail as _fail
 from prunebench.errors import PrunebenchError
 from prunebench.io import dumps_json
 from prunebench.report.terminal import metrics_table, result_rows, results_table, runs_table
@@ -347,9 +348,6 @@ def _log_overrides(log: list[str] | None, set_: list[str] | None) -> list[str] |
     return [*(set_ or []), f"log.to=[{','.join(dict.fromkeys(log))}]"]
 
 
-def _fail(exc: PrunebenchError) -> None:
-    err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=exc.exit_code)
 
 
 @app.command()
@@ -515,7 +513,14 @@ def show(
     except PrunebenchError as exc:
         _fail(exc)
     if json_:
-        typer.echo(dumps_json({k: v for k, v in data.items() if k != "record"}, indent=2))
+        # "recipe" is what the run trained (a Scratch-E run: its real epochs and LR), as
+        # the text view shows; the recipe as written is kept beside it
+        effective, notes = runs_view.effective_recipe(data)
+        out_json = {k: v for k, v in data.items() if k != "record"}
+        out_json = {"id": out_json.get("id"), "recipe": effective,
+                    "declared_recipe": data.get("recipe"), "effective_notes": notes,
+                    **{k: v for k, v in out_json.items() if k not in ("id", "recipe")}}
+        typer.echo(dumps_json(out_json, indent=2))
         return
     rec = data["record"]
     status = rec.status if rec is not None else "incomplete"
@@ -792,7 +797,7 @@ def main() -> None:
     try:
         app()
     except PrunebenchError as exc:  # errors raised outside a command body
-        err_console.print(f"error: {exc}", highlight=False)
+        err_console.print(f"error: {exc}", highlight=False, markup=False)
         sys.exit(exc.exit_code)
 
 

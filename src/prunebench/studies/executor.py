@@ -616,8 +616,10 @@ class _RayRunner:
             max(1, (os.cpu_count() or 1) // workers) if workers else 1)
         self.gpus = ray_gpus(self.ray, recipes, gpus_per_run)
         self.plugins = plugins_in_use()
+        # SPREAD: a study's runs are independent and heavy; packing them onto the first
+        # node (Ray's default below 50% use) leaves the other nodes idle
         self.remote = self.ray.remote(_ray_task).options(
-            num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)
+            num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0, scheduling_strategy="SPREAD")
         self.refs: dict[Any, _Job] = {}
 
     def capacity(self) -> int:

@@ -180,6 +180,9 @@ def run_stacked(
     ctxs = {i: context(rs[i]) for i in todo}
     for i in todo:  # everything a user can get wrong, before anything is written
         check_recipe(ctxs[i])
+    if todo:  # as a single run: a store it cannot write to stops it before any folder
+        store.check_writable()
+        store.open_index()
     preps: dict[int, Prepared] = {}
     with contextlib.ExitStack() as locks:
         try:

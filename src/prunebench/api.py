@@ -17,7 +17,7 @@ from prunebench.runs_view import (  # noqa: F401  (re-exported: torch-free store
     show,
 )
 from prunebench.store import RunStore  # noqa: F401
-from prunebench.studies.grid import expand_grid
+from prunebench.studies.grid import check_grid_overrides, expand_grid
 from prunebench.train import Reporter, report
 
 
@@ -26,10 +26,12 @@ def load_recipes(
 ) -> list[tuple[dict[str, Any], Recipe]]:
     """Every recipe a file (or dict) describes: one, or one per grid cell, validated.
 
-    Overrides apply to every cell after grid expansion, so ``--set`` always wins.
+    Overrides apply to every cell after grid expansion; one that would replace a grid
+    axis (or the seeds of ``seeds: N``) is an error.
     """
     raw = source if isinstance(source, dict) else read_yaml(source)
     label = "recipe" if isinstance(source, dict) else str(source)
+    check_grid_overrides(raw, overrides)  # --set never replaces what the grid varies
     return [
         (cell, build_recipe(apply_overrides(cell_raw, overrides), source=label))
         for cell, cell_raw in expand_grid(raw)

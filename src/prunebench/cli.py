@@ -19,6 +19,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from prunebench import runs_view
 from prunebench.console import fail as _fail
@@ -243,13 +244,13 @@ class RichReporter:
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # labels are text, not markup
             BarColumn(bar_width=16),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
+            TextColumn("{task.fields[info]}", markup=False),
             console=console,
             transient=False,
         )
@@ -461,7 +462,6 @@ def _exit_incomplete(total: int, bad: list[tuple[str, Any, str, Any]], quiet: bo
                      else str(cell or ""))
             parts.append(f"{rid}{f' ({where})' if where else ''} {status}"
                          + (f": {error}" if error else ""))
-        from rich.text import Text
 
         err_console.print(Text("incomplete: ", style="red")
                           + Text(f"{len(bad)} of {total} runs did not finish: " + "; ".join(parts)),
@@ -490,13 +490,14 @@ def runs_cmd(
     except PrunebenchError as exc:
         _fail(exc)
     if json_:
-        keys = ("id", "status", "name", "variant", "study", "model", "dataset", "method",
-                "ratio", "lr", "init", "seed", "test_acc", "ta", "speedup",
+        keys = ("id", "status", "name", "variant", "variants", "study", "studies", "model",
+                "dataset", "method", "ratio", "lr", "init", "seed", "test_acc", "ta", "speedup",
                 "param_sparsity", "created", "updated", "recipe", "result")
         typer.echo(dumps_json([{k: r.get(k) for k in keys} for r in rows], indent=2))
         return
     if not rows:
-        console.print(f"no runs in {out}/" + (" match the filters" if where else ""))
+        console.print(f"no runs in {out}/" + (" match the filters" if where else ""),
+                      markup=False, highlight=False)
         return
     console.print(runs_table(rows, width=console.width))
 
@@ -695,10 +696,10 @@ def _study_outputs(out: Path, manifest: dict[str, Any], report: bool) -> None:
 
     console.print(study_summary(path))
     if manifest.get("analysis"):
-        console.print(f"[bold]{manifest['analysis']['verdict']}[/bold]")
+        console.print(Text(str(manifest["analysis"]["verdict"]), style="bold"))
     if report:
         html = write_html_report(out, path)
-        console.print(f"report: {html}")
+        console.print(f"report: {html}", markup=False, highlight=False)
 
 
 @app.command()

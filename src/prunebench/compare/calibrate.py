@@ -183,9 +183,10 @@ def expand_calibration(
     raw: dict[str, Any], overrides: list[str] | None = None, source: str = "recipe"
 ) -> tuple[Grid, str, list[Point]]:
     """``(grid, signature, points)``: one validated recipe per (grid cell, seed, LR)."""
-    from prunebench.studies.grid import expand_grid
+    from prunebench.studies.grid import check_grid_overrides, expand_grid
 
     raw = copy.deepcopy(raw)
+    check_grid_overrides(raw, overrides)
     grid_axes = raw.get("grid") or {}
     if isinstance(grid_axes, dict) and any(
         k.split(".", 1)[0] in ("retrain", "finetune") and k.split(".")[-1] == "lr"

@@ -9,6 +9,8 @@ init); its rate, retraining LR schedule and seed are separate fields.
   ratios shortened (``"conv*:0.5,fc1:0.5"`` -> ``"0.5"``)
 * :func:`lr_text`        -- the effective retraining LR schedule (standard form)
 * :func:`study_index`    -- run id -> the study cells (study, preset, variant, column, seed)
+* :func:`variants_of` / :func:`studies_of` -- a run's row labels / study tables (filters)
+* :func:`ratio_value` / :func:`lr_value`   -- the numbers ``runs --sort`` orders by
 * :func:`plain`          -- a text with JSON objects rewritten as ``k=v`` lists
 """
 
@@ -148,17 +150,50 @@ def study_index(out: str | os.PathLike[str]) -> dict[str, list[StudyCell]]:
     return index
 
 
+def variants_of(cells: list[StudyCell] | None) -> list[str]:
+    """Every distinct row label a run has in the studies, in manifest order: what a filter
+    on the variant matches (a label may itself hold `` | ``, so never the joined text)."""
+    return list(dict.fromkeys(c.variant for c in cells or []))
+
+
+def studies_of(cells: list[StudyCell] | None) -> list[str]:
+    """Every distinct study table (``<study>-<preset>``) a run belongs to."""
+    return list(dict.fromkeys(c.key for c in cells or []))
+
+
 def variant_of(cells: list[StudyCell] | None) -> str | None:
-    """The row label a run has in the studies (several distinct ones joined by `` | ``)."""
-    if not cells:
-        return None
-    return " | ".join(dict.fromkeys(c.variant for c in cells))
+    """The row label a run has in the studies (several distinct ones joined by `` | ``):
+    for display only; filter on :func:`variants_of`."""
+    return " | ".join(variants_of(cells)) or None
 
 
 def study_of(cells: list[StudyCell] | None) -> str | None:
-    if not cells:
+    """The study tables of a run joined by ``, `` (display; filter on :func:`studies_of`)."""
+    return ", ".join(studies_of(cells)) or None
+
+
+def ratio_value(recipe: dict[str, Any], record: Any = None) -> float | None:
+    """The number :func:`ratio_text` shows first (param sparsity in %, the rate S1
+    compares), for sorting: 0 for a run without pruning; None while it is unknown (no
+    finished prune stage)."""
+    if not (recipe or {}).get("prune"):
+        return 0.0
+    pruned = getattr(record, "pruned", None)
+    value = getattr(pruned, "rate_sparsity", None)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def lr_value(text: Any) -> float | None:
+    """The initial LR of a schedule text (:func:`lr_text`), for sorting; None without one."""
+    from prunebench.errors import PrunebenchError
+    from prunebench.schedule import parse_schedule
+
+    if not isinstance(text, str) or text in ("", "-"):
         return None
-    return ", ".join(dict.fromkeys(c.key for c in cells))
+    try:
+        return float(parse_schedule(text).initial_lr)
+    except (PrunebenchError, ValueError, TypeError):
+        return None
 
 
 _JSON_OBJ = re.compile(r"[\[{][^\[\]{}]*[\]}]")

@@ -1,10 +1,16 @@
-"""Rich tables for the terminal: the result table of a set of runs, one run's details."""
+"""Rich tables for the terminal: the result table of a set of runs, one run's details.
+
+Every title and cell is a :class:`rich.text.Text`, never a markup string: run text (row
+labels such as ``"L1 lr [/2]"`` or ``"L1 [w/o bn]"``, ids, recipe values) is shown as
+written, never read as rich markup (which crashed on ``[/2]`` and swallowed ``[w/o bn]``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from prunebench.errors import StoreError
 from prunebench.record import RunRecord
@@ -28,6 +34,11 @@ def _cell_label(cell: dict[str, Any]) -> str:
     if "variant" in cell:
         return str(cell["variant"])
     return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in cell.items()) or "-"
+
+
+def _text(value: Any) -> Text:
+    """A table cell or title as plain text (a Text stays as it is)."""
+    return value if isinstance(value, Text) else Text("-" if value is None else str(value))
 
 
 def result_rows(items: list[tuple[dict[str, Any], Any]]) -> list[dict[str, Any]]:
@@ -63,8 +74,9 @@ def result_rows(items: list[tuple[dict[str, Any], Any]]) -> list[dict[str, Any]]
     return rows
 
 
-def results_table(rows: list[dict[str, Any]], title: str = "Results") -> Table:
-    t = Table(title=title, caption="accuracies: final-epoch top-1 test %, never the best epoch")
+def results_table(rows: list[dict[str, Any]], title: str | Text = "Results") -> Table:
+    t = Table(title=_text(title),
+              caption=Text("accuracies: final-epoch top-1 test %, never the best epoch"))
     t.add_column("run", no_wrap=True, overflow="fold", min_width=12)
     for col in (
         "variant",
@@ -78,7 +90,7 @@ def results_table(rows: list[dict[str, Any]], title: str = "Results") -> Table:
     ):
         t.add_column(col, justify="left" if col == "variant" else "right")
     for r in rows:
-        t.add_row(
+        t.add_row(*map(_text, (
             r["id"],
             r["variant"],
             _pct(r["dense_acc"]),
@@ -88,7 +100,7 @@ def results_table(rows: list[dict[str, Any]], title: str = "Results") -> Table:
             _count(r["macs"]),
             _pct(r["param_sparsity"]),
             "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
-        )
+        )))
     return t
 
 
@@ -137,14 +149,14 @@ def runs_table(runs: list[dict[str, Any]], width: int | None = None) -> Table:
     cap = "test acc: final epoch; TA: trainability accuracy"
     if dropped:
         cap += f"; not shown (narrow terminal): {', '.join(dropped)} (--json has all)"
-    t = Table(title="Runs", caption=cap)
+    t = Table(title=Text("Runs"), caption=Text(cap))
     for head, key, _, numeric in cols:
         if key == "id":
             t.add_column(head, no_wrap=True, overflow="fold", min_width=12)
         else:
             t.add_column(head, justify="right" if numeric else "left", overflow="fold")
     for r in runs:
-        t.add_row(*(_run_cell(r, key) for _, key, _, _ in cols))
+        t.add_row(*(Text(_run_cell(r, key)) for _, key, _, _ in cols))
     return t
 
 
@@ -165,13 +177,14 @@ def metrics_table(metrics: list[dict[str, Any]]) -> Table:
     cols = list(METRIC_COLUMNS)
     if any("jsv_mean" in m for m in metrics):
         cols.insert(-1, "jsv_mean")
-    t = Table(title="Per-epoch metrics")
+    t = Table(title=Text("Per-epoch metrics"))
     for col in cols:
         t.add_column(col, justify="left" if col == "phase" else "right")
     for m in metrics:
         cells = []
         for col in cols:
             v = m.get(col)
-            cells.append("-" if v is None else (f"{v:g}" if isinstance(v, float) else str(v)))
+            cells.append(Text("-" if v is None else (f"{v:g}" if isinstance(v, float)
+                                                     else str(v))))
         t.add_row(*cells)
     return t

@@ -9,6 +9,11 @@ in the order given (the last axis varies fastest)::
 
 Cells that share their pretrain stage share its key, so the dense model is trained once.
 ``seeds: N`` adds a last axis ``seed: [seed, seed + 1, ..., seed + N - 1]``.
+
+Overrides (``--set``) apply to every cell after expansion, so they win over the grid's
+values; :func:`check_grid_overrides` refuses the one that would silently undo an axis the
+recipe promises, a ``seed`` with ``seeds: N`` or a grid over ``seed`` (all N seeds would
+be one run).
 """
 
 from __future__ import annotations
@@ -51,3 +56,33 @@ def expand_grid(raw: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any
             set_path(recipe, key, value)
         cells.append((cell, recipe))
     return cells
+
+
+def check_grid_overrides(raw: dict[str, Any], overrides: list[str] | None) -> None:
+    """A one-line error for an override of a grid axis: ``seed`` when ``raw`` has a seed
+    axis (``seeds: N`` or ``grid: {seed: [...]}``), or any key the grid varies (or a section
+    above it: ``retrain`` replaces ``retrain.lr``). Applied after expansion it would give
+    every cell the same value: N cells of one run, each labelled by a value it did not run.
+    Call it before :func:`expand_grid`'s cells get the overrides."""
+    from prunebench.studies.spec import overlaps
+
+    if not isinstance(raw, dict):
+        return
+    grid = raw.get("grid")
+    axes = [str(k) for k in grid] if isinstance(grid, dict) else []
+    if raw.get("seeds") is not None:
+        axes.append("seed")
+    for item in overrides or []:
+        if not isinstance(item, str) or "=" not in item:
+            continue  # apply_overrides names the malformed ones
+        key = item.partition("=")[0].strip()
+        hit = next((a for a in axes if overlaps(key, a)), None)
+        if hit == "seed":
+            raise RecipeError(
+                f"--set {item.strip()}: the recipe's seeds (seeds: N or a grid over seed) "
+                "are its seed axis; set the first seed with seed: in the recipe, or drop "
+                "seeds: to run one seed")
+        if hit is not None:
+            raise RecipeError(
+                f"--set {item.strip()}: {key!r} replaces the grid axis {hit!r}: every grid "
+                "cell would run one value under its own; change the grid in the recipe")

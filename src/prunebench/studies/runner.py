@@ -56,6 +56,7 @@ def expand_study(
 ) -> list[Cell]:
     """Every cell of the study's table as a validated recipe (all validated before any run)."""
     p = spec.preset(preset)
+    check_overrides(spec, preset, overrides)
     n_seeds = seeds if seeds is not None else p.seeds
     base_seed = p.base.get("seed", 0)
     cells = []
@@ -66,11 +67,58 @@ def expand_study(
                 set_path(raw, p.columns.key, value)
                 for key, v in row.set.items():
                     set_path(raw, key, v)
-                raw["seed"] = seed
-                raw = apply_overrides(raw, overrides)
+                raw = apply_overrides(raw, overrides)  # --set wins over the rows' values
+                raw["seed"] = seed  # last: the seed axis is the study's, nothing overrides it
                 recipe = build_recipe(raw, source=f"study {spec.name} row {row.label!r}")
                 cells.append(Cell(row.label, label, value, seed, recipe))
+    _check_distinct(spec, preset, cells)
     return cells
+
+
+def check_overrides(spec: StudySpec, preset: str, overrides: list[str] | None) -> None:
+    """``--set`` may change a study's base, never its axes: a ``seed`` would make every seed
+    of a cell one run (the report then shows "3 seeds +- 0.00"), the columns' key every
+    column of a row one run under several column labels, a key a row sets that row's
+    variant (its label would then name what it did not run). One-line errors, before
+    anything runs."""
+    from prunebench.studies.spec import SEED_AXIS, overlaps
+
+    key_of_columns = spec.preset(preset).columns.key
+    for item in overrides or []:
+        if not isinstance(item, str) or "=" not in item:
+            continue  # apply_overrides names the malformed ones
+        key = item.partition("=")[0].strip()
+        if overlaps(key, "seed"):
+            raise RecipeError(f"--set {item.strip()}: {SEED_AXIS}")
+        if overlaps(key, key_of_columns):
+            raise RecipeError(
+                f"--set {item.strip()}: {key!r} replaces the columns' key {key_of_columns!r} "
+                f"of study {spec.name} ({preset}): every column would run the same recipe "
+                "under its own label; change the columns in the study file instead")
+        for row in spec.preset(preset).rows:
+            hit = next((k for k in row.set if overlaps(key, k)), None)
+            if hit is not None:
+                raise RecipeError(
+                    f"--set {item.strip()}: {key!r} replaces {hit!r}, which row {row.label!r} "
+                    f"of study {spec.name} ({preset}) sets: the row's label would name a "
+                    "setting it did not run; change the rows in the study file instead")
+
+
+def _check_distinct(spec: StudySpec, preset: str, cells: list[Cell]) -> None:
+    """Every cell of a row is its own recipe: two seeds of one cell, or two columns of one
+    row, that came out as one recipe would be one run shown (and averaged) as several."""
+    seen: dict[tuple[str, str], Cell] = {}
+    for cell in cells:
+        h = cell.recipe.short_hash()
+        other = seen.get((cell.row, h))
+        if other is not None:
+            what = (f"seeds {other.seed} and {cell.seed} of column {cell.column!r}"
+                    if other.column == cell.column
+                    else f"columns {other.column!r} and {cell.column!r}")
+            raise RecipeError(
+                f"study {spec.name} ({preset}) row {cell.row!r}: {what} give the same recipe "
+                "(one run shown as several cells); each cell must differ")
+        seen[(cell.row, h)] = cell
 
 
 def dense_recipes(
@@ -81,10 +129,12 @@ def dense_recipes(
     reuses their stage; PxFy cells start from dense runs cut at epoch x, so it is needed."""
     p = spec.preset(preset)
     n_seeds = seeds if seeds is not None else p.seeds
+    check_overrides(spec, preset, overrides)
     base_seed = p.base.get("seed", 0)
     out = {}
     for seed in range(base_seed, base_seed + n_seeds):
-        raw = apply_overrides({**p.base, "seed": seed}, overrides)
+        raw = apply_overrides(p.base, overrides)
+        raw["seed"] = seed  # the study's seed axis, as in its cells
         raw["prune"], raw["retrain"] = None, None
         out[seed] = build_recipe(raw, source=f"study {spec.name} dense reference")
     return out

@@ -42,10 +42,49 @@ from prunebench.store import check_name
 STUDIES: Registry[Path] = Registry("study")
 
 
+#: what a refused ``seed`` key says: the seed axis is the study's (``seeds``), never a value
+#: a row, a column or an override sets (it would make every seed of a cell one run)
+SEED_AXIS = ("seed is the study's seed axis: give the number of seeds with seeds: N in the "
+             "preset or --seeds N (seeds run from the base's seed, default 0), not a seed value")
+
+
+def recipe_key(key: str) -> str:
+    """A dotted recipe key as the recipe reads it (``finetune.lr`` is ``retrain.lr``)."""
+    key = key.strip()
+    head, dot, rest = key.partition(".")
+    return ("retrain" + dot + rest) if head == "finetune" else key
+
+
+def overlaps(key: str, axis: str) -> bool:
+    """Whether setting ``key`` replaces the value an axis key sets: the key itself or a
+    section above it (``retrain`` replaces ``retrain.lr``)."""
+    key, axis = recipe_key(key), recipe_key(axis)
+    return key == axis or axis.startswith(key + ".")
+
+
+def _unique(labels: list[str], what: str) -> None:
+    """Each label once: cells with one label are pooled by the report."""
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        if label in seen:
+            raise ValueError(f"duplicate {what} label {label!r} ({what}s {seen[label] + 1} and "
+                             f"{i + 1}): "
+                             f"each {what} needs its own label, or the report pools their cells")
+        seen[label] = i
+
+
 class Row(BaseModel):
     model_config = ConfigDict(extra="forbid")
     label: str
     set: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("set")
+    @classmethod
+    def _no_seed(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if isinstance(key, str) and overlaps(key, "seed"):
+                raise ValueError(SEED_AXIS)
+        return v
 
 
 class Columns(BaseModel):
@@ -56,10 +95,13 @@ class Columns(BaseModel):
 
     @model_validator(mode="after")
     def _labels(self) -> Columns:
+        if overlaps(self.key, "seed"):
+            raise ValueError(f"columns.key {self.key!r}: {SEED_AXIS}")
         if self.labels is None:
             self.labels = [str(v) for v in self.values]
         if len(self.labels) != len(self.values):
             raise ValueError("columns.labels must have one label per value")
+        _unique(self.labels, "column")
         return self
 
 
@@ -86,6 +128,34 @@ class Preset(BaseModel):
     #: the findings this preset tests, in place of the study's (its rows differ from the
     #: other presets', e.g. lr-catch-up's paper preset names the paper's PxFy rows)
     findings: list[Finding] | None = None
+
+    @field_validator("base")
+    @classmethod
+    def _first_seed(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """``base.seed`` is the first of the study's seeds (``seed``, ``seed + 1``, ...)."""
+        seed = v.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"base.seed is the first of the study's seeds: a whole number, "
+                             f"got {seed!r}")
+        return v
+
+    @field_validator("rows")
+    @classmethod
+    def _row_labels(cls, v: list[Row]) -> list[Row]:
+        _unique([r.label for r in v], "row")
+        return v
+
+    @model_validator(mode="after")
+    def _rows_keep_columns(self) -> Preset:
+        """A row that set the columns' key would run one recipe under every column label."""
+        for r in self.rows:
+            for key in r.set:
+                if overlaps(key, self.columns.key):
+                    raise ValueError(
+                        f"row {r.label!r} sets {key!r}, which replaces the columns' key "
+                        f"{self.columns.key!r}: every column of the row would run the same "
+                        "recipe under another column's label")
+        return self
 
 
 class PresetGroup(BaseModel):
@@ -232,7 +302,10 @@ def load_study(name_or_path: str | Path) -> StudySpec:
         return StudySpec.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = _loc(err["loc"])
+        # a preset is a Preset or a PresetGroup: pydantic names the union member in the
+        # location (``Preset``, ``function-after[...]``), which is no key of the file
+        loc = _loc(tuple(p for p in err["loc"] if not (isinstance(p, str) and (
+            p in ("Preset", "PresetGroup") or p.startswith("function-")))))
         msg = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
         raise RecipeError(f"study {str(path)!r}: {loc}: {msg}") from None
 

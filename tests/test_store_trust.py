@@ -434,3 +434,12 @@ def test_a_damaged_stage_metrics_file_rebuilds_the_stage(store, capsys, damage):
     (out / rid / "result.json").unlink()
     again = prunebench.run(TINY, out=out, overrides=FAST)
     assert again.status == "done" and again.result["test_acc"] == want
+
+
+def test_a_study_into_a_store_it_cannot_write_stops_before_anything_runs(tmp_path):
+    from prunebench.cli import app as cli_app
+
+    (tmp_path / "runs.txt").write_text("a file, not a store")
+    res = CliRunner().invoke(cli_app, ["study", "lr-effect", "--preset", "cpu",
+                                       "--out", str(tmp_path / "runs.txt")])
+    assert res.exit_code == 2 and "runs.txt" in res.output and "error:" in res.output

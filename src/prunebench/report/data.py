@@ -15,10 +15,17 @@ computes what each row shares with the study's first row in that column. Both ar
 :class:`SetupCheck` objects that put the declaration or claim beside the computed setup
 and say whether it is met. Every output (terminal, Markdown, LaTeX, CSV, HTML, the card)
 shows these; a run that is missing or unfinished is skipped and listed.
+
+**One value per (row, column, seed).** :func:`mark_duplicates` keeps one run where a cell
+holds several of one seed (manifest seeds that map to one run, repeated runs in a plain
+store) and says which; seeds are the runs' own. A run that did not finish has no
+accuracy (:attr:`RunData.test_acc` is ``None``): it is never ranked or averaged. Each
+run's dense reference is the dense model it descends from (:attr:`RunData.dense_acc`).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -29,7 +36,7 @@ from typing import Any
 
 from prunebench.compare.calibrate import calibrated_picks
 from prunebench.compare.errors import CompareError
-from prunebench.compare.fingerprint import Fingerprint, fingerprint
+from prunebench.compare.fingerprint import Fingerprint, config_key, fingerprint
 from prunebench.compare.setups import (
     SETUPS,
     group_satisfied,
@@ -53,10 +60,13 @@ class RunData:
     recipe: dict[str, Any]
     record: RunRecord
     metrics: list[dict[str, Any]]
-    #: the study's full-length dense run of this seed (manifest ``dense_runs``), if any
+    #: the accuracy of the study's full-length dense run (manifest ``dense_runs``) that
+    #: this run descends from (same ``record.origin``), if any
     reference_dense: float | None = None
     #: the run's calibration (``{signature, chosen_lr}``) when it is a calibrated pick
     calibration: dict[str, Any] | None = None
+    #: the id of the study's dense run behind :attr:`reference_dense`
+    reference_run: str | None = None
     _fp: Fingerprint | str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -91,18 +101,40 @@ class RunData:
         return None if self.fingerprint is not None else str(self._fp)
 
     @property
+    def seed(self) -> int:
+        """The seed the run used (its recipe's)."""
+        return _seed(self.recipe.get("seed"), 0)
+
+    @property
+    def status(self) -> str:
+        """``done`` for a finished run, else the record's status (``diverged``, ...)."""
+        return "done" if self.finished else (
+            "no result" if self.record.status == "done" else str(self.record.status))
+
+    @property
     def test_acc(self) -> float | None:
-        """Final-epoch top-1 test accuracy (%), never the best epoch."""
-        return _num(self.record.test_acc)
+        """Final-epoch top-1 test accuracy (%), never the best epoch; ``None`` for a run
+        that did not finish (diverged, failed): such a run is never ranked or averaged."""
+        return _num(self.record.test_acc) if self.finished else None
 
     @property
     def dense_acc(self) -> float | None:
-        """The dense model to compare with: the study's full-length dense run of this seed
-        when the manifest names one (PxFy runs start from a dense run cut at epoch x),
-        else the run's own base model."""
+        """The dense model this run descends from: the study's full-length dense run when
+        the run's weights descend from it (same ``record.origin``: PxFy runs start from it
+        cut at epoch x), else the run's own base model (``record.dense``)."""
         if self.reference_dense is not None:
             return self.reference_dense
         return _num(self.record.dense.test_acc)
+
+    @property
+    def dense_key(self) -> str:
+        """The identity of the dense model :attr:`dense_acc` is measured on: the whole
+        dense run (``record.origin``), cut at the pruning epoch when the run's own base
+        model is a PxFy cut."""
+        origin = self.record.origin or f"run:{self.id}"
+        if self.reference_dense is None and self.record.pruned_at is not None:
+            return f"{origin}@{self.record.pruned_at}"
+        return origin
 
     @property
     def pruned_acc(self) -> float | None:
@@ -112,9 +144,10 @@ class RunData:
 
     @property
     def ta(self) -> float | None:
-        """Trainability accuracy (paper Eq. 1) on the test set, when measured."""
+        """Trainability accuracy (paper Eq. 1) on the test set, when measured (``None``
+        for a run that did not finish)."""
         ta = self.record.ta
-        return None if ta is None else _num(ta.test)
+        return None if ta is None or not self.finished else _num(ta.test)
 
     @property
     def ta_epochs(self) -> int | None:
@@ -204,6 +237,11 @@ class SetupCheck:
         return "not computed" if self.computed is None else setup_label(self.computed)
 
     @property
+    def short(self) -> str:
+        """``"computed S3.1"`` or ``"not computed"`` (nothing to compare)."""
+        return "not computed" if self.computed is None else f"computed {self.label}"
+
+    @property
     def met(self) -> bool | None:
         """Whether the declaration holds (``None``: none made, or nothing to check)."""
         tokens = setup_tokens(self.declared)
@@ -251,9 +289,83 @@ class CellData:
     row: str
     column: str
     value: Any
-    seed: int
+    seed: int  # the manifest's seed of the cell
     run_id: str
     run: RunData | None
+    #: set when the cell is not counted: the run id that holds the value of its row,
+    #: column and seed (the same run under several manifest seeds, or several runs of one
+    #: configuration and seed); see :attr:`StudyData.duplicates`
+    duplicate_of: str | None = None
+
+    @property
+    def run_seed(self) -> int:
+        """The seed the cell's run actually used (its recipe's), else the manifest's."""
+        recipe = getattr(self.run, "recipe", None)
+        if isinstance(recipe, dict) and "seed" in recipe:
+            return _seed(recipe.get("seed"), self.seed)
+        return self.seed
+
+    @property
+    def status(self) -> str:
+        """``done`` (a finished run), ``missing`` (no run in the store), or the run's
+        status (``diverged``, ``failed``, ``running``...)."""
+        if self.run is None:
+            return "missing"
+        status = getattr(self.run, "status", None)
+        if status is None:  # a run given as plain data: finished when it has an accuracy
+            return "done" if getattr(self.run, "test_acc", None) is not None else "no result"
+        return str(status)
+
+
+def _seed(v: Any, default: int) -> int:
+    if isinstance(v, bool):
+        return default
+    if isinstance(v, int):
+        return v
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def mark_duplicates(cells: list[CellData]) -> list[str]:
+    """One value per (row, column, seed): marks the cells that are not counted
+    (:attr:`CellData.duplicate_of`) and says which, one line per case.
+
+    A run that several manifest seeds of one cell map to (an override set the seed) is
+    one run of one seed, counted once; several runs of one row, column and seed (runs that
+    differ only in fields that do not change the result, or a repeated run) are one value:
+    the smallest run id counts (an outcome-blind choice)."""
+    notes: list[str] = []
+    first: dict[tuple[str, str, str], CellData] = {}
+    repeats: dict[tuple[str, str, str], list[int]] = {}
+    for c in cells:
+        c.duplicate_of = None
+        k = (c.row, c.column, c.run_id)
+        if k in first:
+            c.duplicate_of = c.run_id
+            repeats.setdefault(k, [first[k].seed]).append(c.seed)
+        else:
+            first[k] = c
+    for k, seeds in repeats.items():
+        row, col, rid = k
+        notes.append(f"{row} / {col}: manifest seeds {', '.join(map(str, seeds))} are one run "
+                     f"({rid}, seed {first[k].run_seed}), counted once")
+    groups: dict[tuple[str, str, int], list[CellData]] = {}
+    for c in cells:
+        if c.duplicate_of is None:
+            groups.setdefault((c.row, c.column, c.run_seed), []).append(c)
+    for (row, col, seed), group in groups.items():
+        if len(group) < 2:
+            continue
+        keep = min(group, key=lambda c: c.run_id)
+        for c in group:
+            if c is not keep:
+                c.duplicate_of = keep.run_id
+        ids = ", ".join(sorted(c.run_id for c in group))
+        notes.append(f"{row} / {col} seed {seed}: {len(group)} runs of one row, column "
+                     f"and seed ({ids}), counted once: {keep.run_id} (smallest id)")
+    return notes
 
 
 @dataclass
@@ -266,6 +378,12 @@ class StudyData:
     #: the run store the cells' runs are in
     store: Path | None = None
     _setups: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: the cells not counted, one line each (see :func:`mark_duplicates`)
+    duplicates: list[str] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        # one value per (row, column, seed), whoever built the cells
+        self.duplicates = mark_duplicates(self.cells)
 
     # -- manifest fields ------------------------------------------------------------------
     @property
@@ -329,23 +447,48 @@ class StudyData:
         return [str(f) for f in self.manifest.get("figures") or []]
 
     # -- runs -----------------------------------------------------------------------------
+    @property
+    def counted(self) -> list[CellData]:
+        """The cells that hold a value: one per (row, column, seed) (see
+        :func:`mark_duplicates`)."""
+        return [c for c in self.cells if c.duplicate_of is None]
+
+    def cells_of(self, row: str | None = None, column: str | None = None) -> list[CellData]:
+        """The counted cells of one row / column / cell, in manifest order."""
+        return [c for c in self.counted
+                if (row is None or c.row == row) and (column is None or c.column == column)]
+
     def runs(self, row: str | None = None, column: str | None = None) -> list[RunData]:
-        """The loaded runs of one row / column / cell (every seed), in manifest order."""
-        return [c.run for c in self.cells if c.run is not None
-                and (row is None or c.row == row) and (column is None or c.column == column)]
+        """The loaded runs of one row / column / cell (one per seed), in manifest order;
+        a run that did not finish is here too (its accuracy is ``None``)."""
+        return [c.run for c in self.cells_of(row, column) if c.run is not None]
 
     @property
     def all_runs(self) -> list[RunData]:
-        return self.runs()
+        """Every loaded run once (a run in several cells is listed once)."""
+        out: dict[Any, RunData] = {}
+        for r in self.runs():
+            out.setdefault(getattr(r, "id", None) or id(r), r)
+        return list(out.values())
 
     @property
     def seeds(self) -> list[int]:
-        return sorted({c.seed for c in self.cells})
+        """The distinct seeds of the counted cells (the seeds the runs actually used)."""
+        return sorted({c.run_seed for c in self.counted})
+
+    def unfinished(self) -> dict[str, int]:
+        """``{status: count}`` of the counted cells without a finished run (``missing``,
+        ``diverged``, ``failed``...)."""
+        out: dict[str, int] = {}
+        for c in self.counted:
+            if c.status != "done":
+                out[c.status] = out.get(c.status, 0) + 1
+        return out
 
     @property
     def missing(self) -> int:
-        """How many cells have no finished run."""
-        return sum(c.run is None for c in self.cells)
+        """How many counted cells have no finished run (missing, diverged, failed...)."""
+        return sum(self.unfinished().values())
 
     def first(self) -> RunData | None:
         runs = self.all_runs
@@ -362,8 +505,8 @@ class StudyData:
         """``({row: fingerprint}, {row: why it was skipped})`` of one column and seed."""
         fps: dict[str, Fingerprint] = {}
         skipped: dict[str, str] = {}
-        for c in self.cells:
-            if c.column != column or c.seed != seed or c.row in fps:
+        for c in self.counted:
+            if c.column != column or c.run_seed != seed or c.row in fps:
                 continue
             if c.run is None:
                 skipped[c.row] = f"{c.row} seed {seed} (run {c.run_id} missing)"
@@ -436,11 +579,11 @@ class StudyData:
         if not checks:
             return ("no columns" + (f" (declared {self.declared_setup}: unchecked)"
                                     if self.declared_setup else ""))
-        labels = {c.label for c in checks.values()}
+        labels = {c.short for c in checks.values()}
         if len(labels) == 1:
-            text = "computed " + next(iter(labels))
+            text = next(iter(labels))
         else:
-            text = "; ".join(f"{col}: computed {c.label}" for col, c in checks.items())
+            text = "; ".join(f"{col}: {c.short}" for col, c in checks.items())
         if self.declared_setup is not None:
             bad = [col for col, c in checks.items() if c.flagged]
             if bad:
@@ -460,14 +603,18 @@ class StudyData:
 
     @property
     def data_source(self) -> str:
-        r = self.first()
-        source = r.record.data.source if r is not None else None
-        return str(source) if source else "unknown"
+        """The data the runs used; every distinct source (``" | "``) when they differ."""
+        return " | ".join(self._sources()) or "unknown"
+
+    def _sources(self) -> list[str]:
+        return list(dict.fromkeys(str(r.record.data.source) for r in self.all_runs
+                                  if r.record.data.source))
 
     @property
     def data_label(self) -> str:
-        """The data copy in short, e.g. "CIFAR-10 (JPEG q75 copy)"; never just "CIFAR-10"."""
-        return data_label(self.data_source)
+        """The data copy in short, e.g. "CIFAR-10 (JPEG q75 copy)"; never just "CIFAR-10"
+        (every distinct one, ``" | "``, when the runs differ)."""
+        return " | ".join(dict.fromkeys(data_label(s) for s in self._sources())) or "unknown"
 
     @property
     def data_checksum(self) -> str:
@@ -477,23 +624,84 @@ class StudyData:
 
     @property
     def model(self) -> str:
-        r = self.first()
-        if r is None:
-            return "unknown"
-        m = r.recipe.get("model") or {}
-        kw = m.get("kwargs") or {}
-        args = ", ".join(f"{k}={v}" for k, v in kw.items())
-        return f"{m.get('name', '?')}({args})" if args else str(m.get("name", "?"))
+        """The network the runs trained; every distinct one (``" | "``) when they differ
+        (a column over ``model.kwargs.width``), never the first run's for all."""
+        models = []
+        for r in self.all_runs:
+            m = r.recipe.get("model") or {}
+            kw = m.get("kwargs") or {}
+            args = ", ".join(f"{k}={v}" for k, v in kw.items())
+            models.append(f"{m.get('name', '?')}({args})" if args else str(m.get("name", "?")))
+        models = list(dict.fromkeys(models))
+        return " | ".join(models) if models else "unknown"
+
+    # -- the dense models the runs descend from ------------------------------------------
+    def _dense_by_seed(self, row: str | None = None, column: str | None = None
+                       ) -> dict[int, dict[str, float]]:
+        """``{seed: {dense model: accuracy}}`` of the runs of a row / column / cell."""
+        out: dict[int, dict[str, float]] = {}
+        for c in self.cells_of(row, column):
+            acc = getattr(c.run, "dense_acc", None)
+            if c.run is None or acc is None:
+                continue
+            key = getattr(c.run, "dense_key", None) or f"cell:{c.row}/{c.column}"
+            out.setdefault(c.run_seed, {})[key] = acc
+        return out
+
+    def dense_for(self, row: str | None = None, column: str | None = None) -> float | None:
+        """The dense accuracy the runs of a row / column / cell (all: the study) descend
+        from, the mean over seeds, when for every seed they descend from one dense model;
+        ``None`` when they descend from several (or none is known)."""
+        by_seed = self._dense_by_seed(row, column)
+        if not by_seed or any(len(v) != 1 for v in by_seed.values()):
+            return None
+        return statistics.fmean(next(iter(v.values())) for v in by_seed.values())
 
     @property
     def dense_acc(self) -> float | None:
-        """Mean dense (pretrained) accuracy over the distinct base models."""
-        accs = {}
-        for r in self.all_runs:
-            key = r.record.stages.get("pretrain", r.id)
-            if r.dense_acc is not None:
-                accs[key] = r.dense_acc
-        return statistics.fmean(accs.values()) if accs else None
+        """The dense accuracy every run descends from (mean over seeds); ``None`` when the
+        cells descend from several dense models (see :meth:`dense_text`)."""
+        return self.dense_for()
+
+    def dense_text(self) -> str | None:
+        """``"dense model 93.50%"`` when every cell descends from one dense model (per
+        seed), else ``"dense: per cell, 98.83% (w16), 63.67% (w4)"``; ``None`` when
+        no dense accuracy is known."""
+        one = self.dense_acc
+        if one is not None:
+            return f"dense model {one:.2f}%"
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for row in self.rows:
+            for col in self.columns:
+                if not self._dense_by_seed(row, col):
+                    continue
+                v = self.dense_for(row, col)
+                groups.setdefault("several" if v is None else f"{v:.2f}%", []).append(
+                    (row, col))
+        if not groups:
+            return None
+        return "dense: per cell, " + "; ".join(
+            f"{text} ({self._where(cells)})" for text, cells in groups.items())
+
+    def _where(self, cells: list[tuple[str, str]], most: int = 6) -> str:
+        """Cells named shortly: whole columns, then whole rows, then ``row / column``."""
+        have = {(r, c) for r in self.rows for c in self.columns if self._dense_by_seed(r, c)}
+        left = set(cells)
+        parts = []
+        for col in self.columns:
+            whole = {(r, c) for r, c in have if c == col}
+            if len(self.columns) > 1 and whole and whole <= left:
+                parts.append(f"column {col}")
+                left -= whole
+        for row in self.rows:
+            whole = {(r, c) for r, c in have if r == row}
+            if len(self.rows) > 1 and whole and whole <= left:
+                parts.append(f"row {row}")
+                left -= whole
+        parts += [f"{r} / {c}" for r, c in cells if (r, c) in left]
+        if len(parts) > most:
+            parts = [*parts[:most], f"{len(parts) - most} more"]
+        return ", ".join(parts) if parts else "every cell"
 
 
 def data_label(source: str) -> str:
@@ -519,6 +727,22 @@ def _get(d: dict[str, Any], dotted: str) -> Any:
             return None
         cur = cur.get(part)
     return cur
+
+
+def layers_spec(layers: Any) -> str:
+    """A ``prune.layers`` value in full, one text per pruning: ``0.5``, ``fc1:0.5,fc2:0.5``
+    (whitespace dropped), ``a:0.5,b:0.3`` for a mapping, ``0.5/0.3`` for a list."""
+    if layers is None:
+        return "-"
+    if isinstance(layers, bool):
+        return str(layers)
+    if isinstance(layers, int | float):
+        return f"{layers:g}"
+    if isinstance(layers, dict):
+        return ",".join(f"{k}:{layers_spec(v)}" for k, v in layers.items())
+    if isinstance(layers, list | tuple):
+        return "/".join(layers_spec(v) for v in layers)
+    return re.sub(r"\s+", "", str(layers))
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -592,17 +816,21 @@ def load_study_data(manifest: str | Path, store: str | Path | None = None) -> St
                 loaded[rid] = None
         cells.append(CellData(str(c.get("row")), str(c.get("column")), c.get("value"),
                               int(c.get("seed", 0)), rid, loaded[rid]))
-    refs: dict[int, float] = {}
-    for seed, rid in (m.get("dense_runs") or {}).items():
+    # a cell's reference is the study's dense run its weights descend from (the same
+    # origin: the whole dense run, whatever epoch a PxFy cell was cut at), never the dense
+    # run of another model, width or pretraining
+    refs: dict[str, tuple[str, float]] = {}
+    for rid in (m.get("dense_runs") or {}).values():
         try:
             rec = rs.result(str(rid))
         except StoreError:
             rec = None
-        if rec is not None and rec.finished and _num(rec.test_acc) is not None:
-            refs[int(seed)] = float(rec.test_acc)  # type: ignore[arg-type]
+        if (rec is not None and rec.finished and _num(rec.test_acc) is not None
+                and rec.origin):
+            refs[rec.origin] = (str(rid), float(rec.test_acc))  # type: ignore[arg-type]
     for c in cells:
-        if c.run is not None and c.seed in refs:
-            c.run.reference_dense = refs[c.seed]
+        if c.run is not None and c.run.record.origin in refs:
+            c.run.reference_run, c.run.reference_dense = refs[c.run.record.origin]
     return StudyData(path, m, cells, root)
 
 
@@ -667,42 +895,70 @@ def load_runs_data(store: str | Path, where: list[str] | None = None) -> StudyDa
             base = f"{m.get('name')}/{(r.recipe.get('data') or {}).get('name')}: {base}"
         return base
 
-    def col_label(r: RunData) -> str:
+    def col_key(r: RunData) -> tuple[str, str]:
+        """(the column: the pruning as declared, in full; its short label)."""
         prune = r.recipe.get("prune")
         if not prune:
-            return "dense"
-        if prune.get("target_speedup"):
-            return f"target {prune['target_speedup']:g}x"
-        if prune.get("target_param_sparsity"):
-            return f"target {prune['target_param_sparsity']:g}%"
-        return "PR " + layers_text(prune.get("layers"))
+            return "dense", "dense"
+        layers = prune.get("layers")
+        spec = layers_spec(layers)
+        for key, unit in (("target_speedup", "x"), ("target_param_sparsity", "%")):
+            if prune.get(key):
+                short = f"target {prune[key]:g}{unit}"
+                return (short + ("" if layers is None else f" (layers {spec})"), short)
+        return f"PR {spec}", "PR " + layers_text(layers)
 
-    labels = {r.id: (row_label(r), col_label(r)) for r in runs}
+    keys = {r.id: col_key(r) for r in runs}
+    # a short label ("PR 0.5") names one pruning only: where two prunings share it
+    # (``0.5`` and ``fc1:0.5``), those columns show the pruning in full
+    shorts: dict[str, set[str]] = {}
+    for full, short in keys.values():
+        shorts.setdefault(short, set()).add(full)
+    col_label = {full: short if len(shorts[short]) == 1 else full
+                 for full, short in keys.values()}
+
+    def row_config(r: RunData) -> str:
+        """The run's configuration without its column (the pruning rate): what tells two
+        configurations of one row label apart."""
+        if r.fingerprint is None:
+            return r.id
+        rec = copy.deepcopy(r.recipe)
+        if isinstance(rec.get("prune"), dict):
+            for k in ("layers", "target_speedup", "target_param_sparsity"):
+                rec["prune"][k] = None
+        return config_key(rec, r.record, calibrated=r.calibration is not None)
+
+    labels = {r.id: (row_label(r), col_label[keys[r.id][0]]) for r in runs}
     configs: dict[tuple[str, str], set[str]] = {}
+    row_cfg = {r.id: row_config(r) for r in runs}
     for r in runs:
-        fp = r.fingerprint
-        configs.setdefault(labels[r.id], set()).add(fp.config if fp is not None else r.id)
-    clash = {row for (row, _), keys in configs.items() if len(keys) > 1}
+        configs.setdefault(labels[r.id], set()).add(row_cfg[r.id])
+    clash = {row for (row, _), cfgs in configs.items() if len(cfgs) > 1}
     cells = []
     for r in runs:
         row, col = labels[r.id]
         if row in clash:
-            fp = r.fingerprint
-            row = f"{row} [{(fp.config if fp is not None else r.id)[:6]}]"
+            row = f"{row} [{row_cfg[r.id][:6]}]"
         cells.append(CellData(row, col, (r.recipe.get("prune") or {}).get("layers"),
-                              int(r.recipe.get("seed", 0) or 0), r.id, r))
+                              r.seed, r.id, r))
     rows = list(dict.fromkeys(c.row for c in cells))
     cols = sorted(dict.fromkeys(c.column for c in cells),
                   key=lambda c: (c != "dense", c))
+    spelled = [f"{label} = prune.layers {full.removeprefix('PR ')}"
+               for full, label in sorted(col_label.items()) if label != full]
     manifest = {
         "study": "runs", "preset": "",
         "title": f"Runs in {root}",
         "description": ("Every finished run of the store (filters: "
                         + (", ".join(where or []) or "none") + "), one row per "
                         "configuration (the study variant name when a study holds it, else "
-                        "method and retraining LR), one column per rate; the setups are "
-                        "computed from the runs of each column."),
-        "rows": rows, "columns": {"key": "prune.layers", "labels": cols, "values": cols},
+                        "method and retraining LR), one column per pruning (prune.layers "
+                        "as declared, or the target rate); the setups are "
+                        "computed from the runs of each column; one value per row, column "
+                        "and seed (repeated runs of one seed are counted once)."
+                        + (f" Columns: {'; '.join(spelled)}." if spelled else "")),
+        "rows": rows, "columns": {"key": "prune.layers", "labels": cols, "values": [
+            next((f for f, lab in col_label.items() if lab == c), c) for c in cols]},
         "seeds": len({c.seed for c in cells}), "figures": [],
         "command": "prunebench report " + str(root) + "".join(
             f" --where {w}" for w in where or []),

@@ -153,20 +153,40 @@ def _errorbars(ax: Any, xs: list[Any], stats: list[tuple[float, float, int]],
         ax.plot(xs, means, **kw)
 
 
+def _dense_note(study: StudyData, drawn: bool) -> str | None:
+    """The subtitle's word on the dense line: drawn (one per panel where the panels' runs
+    descend from different dense models), or why there is none."""
+    if drawn:
+        return ("dotted: dense model" if study.dense_acc is not None
+                else "dotted: the dense model of each panel's runs")
+    if study.dense_acc is None and study.dense_text():
+        return "no dense line: the runs descend from several dense models"
+    return None
+
+
 def _curve_figure(study: StudyData, metric: str, ylabel: str, with_prune_point: bool,
-                  title: str, dense: float | None) -> Figure | None:
+                  title: str, dense: bool) -> Figure | None:
+    """Curves of the finished runs (a diverged run's epochs are never averaged in); with
+    ``dense``, each panel's dotted line is the dense model its runs descend from (none in
+    a panel whose runs descend from several)."""
     cols = study.columns
     styles = _styles(study)
-    if not any(r.curve(metric) for r in study.all_runs):
+    if not any(r.curve(metric) for r in study.all_runs if r.finished):
         return None
     fig, axes = _panels(study, len(cols))
     n_seeds = 0
+    drawn = False
     last = {True: 0, False: 0}  # last epoch drawn, scratch rows / retrained rows
     for ax, col in zip(axes, cols, strict=True):
-        _dense_line(ax, dense)
+        if dense:
+            ref = study.dense_for(column=col)
+            _dense_line(ax, ref)
+            drawn = drawn or ref is not None
         for row in study.rows:
             curves = []
             for r in study.runs(row, col):
+                if not r.finished:
+                    continue
                 c = r.curve(metric)
                 if with_prune_point:
                     c = r.curve(metric, "prune") + c
@@ -197,18 +217,18 @@ def _curve_figure(study: StudyData, metric: str, ylabel: str, with_prune_point: 
                    f"pruned rows retrain {last[False]}")
     return _finish(fig, study, title, [
         _seed_note(n_seeds, "band"), _line_note(study), budgets,
-        None if dense is None else "dotted: dense model"])
+        _dense_note(study, drawn) if dense else None])
 
 
 def accuracy_figure(study: StudyData) -> Figure | None:
     return _curve_figure(study, "test_acc", "test accuracy (%)", with_prune_point=False,
-                         title=BUILDERS["accuracy"][0], dense=study.dense_acc)
+                         title=BUILDERS["accuracy"][0], dense=True)
 
 
 def jsv_figure(study: StudyData) -> Figure | None:
     # no dense reference: the runs measure JSV from the pruned model on (epoch 0) only
     return _curve_figure(study, "jsv_mean", "mean JSV", with_prune_point=True,
-                         title=BUILDERS["jsv"][0], dense=None)
+                         title=BUILDERS["jsv"][0], dense=False)
 
 
 def _stat(runs: list[RunData], get: Callable[[RunData], float | None]
@@ -256,7 +276,7 @@ def ratio_figure(study: StudyData) -> Figure | None:
     styles = _styles(study)
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.subplots()
-    dense = study.dense_acc
+    dense = study.dense_acc  # one line only when every cell descends from one dense model
     _dense_line(ax, dense)
     for row in study.rows:
         stats = [_stat(study.runs(row, col), lambda r: r.test_acc) for col in cols]
@@ -267,7 +287,7 @@ def ratio_figure(study: StudyData) -> Figure | None:
     ax.legend(loc="best")
     return _finish(fig, study, BUILDERS["ratio"][0], [
         _seed_note(_max_seeds(study, lambda r: r.test_acc), "bars"), _line_note(study),
-        None if dense is None else "dotted: dense model"])
+        _dense_note(study, dense is not None)])
 
 
 def _lr_groups(study: StudyData) -> dict[str, dict[float, str]]:
@@ -307,9 +327,11 @@ def lr_figure(study: StudyData) -> Figure | None:
         return None
     cols = study.columns
     fig, axes = _panels(study, len(cols))
-    dense = study.dense_acc
+    drawn = False
     for ax, col in zip(axes, cols, strict=True):
+        dense = study.dense_for(column=col)  # the dense model of this panel's runs
         _dense_line(ax, dense)
+        drawn = drawn or dense is not None
         for gi, members in enumerate(groups.values()):
             lrs = sorted(members)
             stats = [_stat(study.runs(members[lr], col), lambda r: r.test_acc) for lr in lrs]
@@ -324,7 +346,7 @@ def lr_figure(study: StudyData) -> Figure | None:
     rows = [row for members in groups.values() for row in members.values()]
     return _finish(fig, study, BUILDERS["lr"][0], [
         _seed_note(_max_seeds(study, lambda r: r.test_acc, rows), "bars"),
-        None if dense is None else "dotted: dense model"])
+        _dense_note(study, drawn)])
 
 
 BUILDERS: dict[str, tuple[str, Callable[[StudyData], Figure | None]]] = {

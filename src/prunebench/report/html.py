@@ -63,9 +63,9 @@ def table_html(t: ReportTable) -> str:
         for c in row.cells:
             key = "" if c.mean is None else repr(c.mean)
             key = key or _sort_key(c.text)
-            cell_cls = " ".join(k for k, on in (("bad", "not met" in c.text or
-                                                        c.text.startswith("not held")),
-                                                ("best", c.best)) if on)
+            bad = ("not met" in c.text or c.text.startswith(("not held", "not comparable"))
+                   or (c.mean is None and c.text.startswith(("diverged", "failed"))))
+            cell_cls = " ".join(k for k, on in (("bad", bad), ("best", c.best)) if on)
             attr = f' class="{cell_cls}"' if cell_cls else ""
             text = f"<b>{_e(c.text)}</b>" if c.best else _e(c.text)
             cells.append(f'<td data-sort="{_e(key)}"{attr}>{text}</td>')
@@ -151,7 +151,8 @@ def _findings_html(study: StudyData) -> str:
         return ""
     items = []
     for f in results:
-        cls = {"held": "held", "not held": "notheld"}.get(f.status, "")
+        cls = {"held": "held", "not held": "notheld",
+               "not held (diverged)": "notheld"}.get(f.status, "")
         items.append(f"<li>{_e(f.claim)}: <span class='{cls}'>{_e(f.summary)}</span></li>")
     return ("<h3>What this study found</h3><ul class='findings'>" + "".join(items)
             + "</ul>")

@@ -1,8 +1,12 @@
 """Tables in the paper's layout and their renderers (terminal, Markdown, LaTeX, CSV).
 
 Rows are the study's variants, columns its ratios; a cell is the mean ± std (ddof=1) over
-seeds of the FINAL-EPOCH test accuracy (never the best epoch). Under the variants an
-info row gives the achieved parameter sparsity / speedup of each column. The caption
+seeds of the FINAL-EPOCH test accuracy (never the best epoch), one value per seed (a run
+repeated under one seed counts once: :func:`prunebench.report.data.mark_duplicates`); a
+run that diverged or failed is never averaged, and the cell says so. Under the variants
+an info row gives the achieved parameter sparsity / speedup of each column (each distinct
+rate when the runs differ, never their mean). The dense accuracy the caption names is
+the one every cell descends from, else each cell's. The caption
 names the comparison setup the rows of each column *actually* share (computed from the
 runs' fingerprints, seed by seed: :meth:`StudyData.column_setups`) with the study's
 declared setup beside it, flagged "not met" where they differ, and the data copy that
@@ -33,6 +37,7 @@ class Cell:
     std: float | None = None
     n: int = 0
     best: bool = False  # the best cell of its column (marked in every format)
+    digits: int = 2  # the decimals ``text`` shows ``mean`` with (best cells compare these)
 
 
 @dataclass
@@ -40,6 +45,9 @@ class Row:
     label: str
     cells: list[Cell]
     info: bool = False  # a summary row (sparsity/speedup), set apart under a rule
+    #: the row's one CSV record, when its cells are fields rather than one value per
+    #: column (a findings comparison: its column label, difference, seeds and verdict)
+    csv: dict[str, object] | None = None
 
 
 @dataclass
@@ -66,7 +74,7 @@ def stat_cell(values: list[float], expected: int | None = None, digits: int = 2)
     text = f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
     if expected is not None and len(values) < expected:
         text += f" (n={len(values)})"
-    return Cell(text, mean, std, len(values))
+    return Cell(text, mean, std, len(values), digits=digits)
 
 
 def _values(runs: list[RunData], get: Callable[[RunData], float | None]) -> list[float]:
@@ -92,8 +100,31 @@ def setup_caption(study: StudyData) -> str:
     return f"Comparison setup computed from the runs per column (seed-matched): {per}"
 
 
+def unfinished_text(study: StudyData) -> str | None:
+    """``"2 cell run(s) missing (study incomplete)"``, or with runs that ended without a
+    result ``"3 cell run(s) without a finished run: 1 missing, 2 diverged"``."""
+    counts = study.unfinished()
+    n = sum(counts.values())
+    if not n:
+        return None
+    if set(counts) == {"missing"}:
+        return f"{n} cell run(s) missing (study incomplete)"
+    return (f"{n} cell run(s) without a finished run: "
+            + ", ".join(f"{k} {status}" for status, k in sorted(counts.items()))
+            + " (no value in those cells)")
+
+
+def duplicates_text(study: StudyData, most: int = 3) -> str | None:
+    """The cells counted once (one value per row, column and seed), said in the caption."""
+    notes = study.duplicates
+    if not notes:
+        return None
+    more = f"; and {len(notes) - most} more" if len(notes) > most else ""
+    return "counted once (one value per row, column and seed): " + "; ".join(
+        notes[:most]) + more
+
+
 def caption(study: StudyData, what: str) -> str:
-    dense = study.dense_acc
     parts = [
         setup_caption(study),
         f"data: {study.data_label} [source: {study.data_source}]",
@@ -101,50 +132,99 @@ def caption(study: StudyData, what: str) -> str:
         f"{len(study.seeds)} seed(s)",
         what,
     ]
-    if dense is not None:
-        parts.append(f"dense model {dense:.2f}%")
-    if study.missing:
-        parts.append(f"{study.missing} cell run(s) missing (study incomplete)")
+    for extra in (study.dense_text(), unfinished_text(study), duplicates_text(study)):
+        if extra:
+            parts.append(extra)
     return "; ".join(parts) + "."
 
 
-def _sparsity_row(study: StudyData) -> Row:
+def _rate_text(s: float | None, u: float | None) -> str:
+    return f"{'-' if s is None else f'{s:.2f}%'} / {'-' if u is None else f'{u:.2f}x'}"
+
+
+def _sparsity_row(study: StudyData, most: int = 3) -> Row:
+    """The achieved rate of each column: never an average of different rates (a column
+    whose runs differ shows each distinct rate, or "mixed" and the range)."""
     cells = []
     for col in study.columns:
-        runs = study.runs(column=col)
-        sp = _values(runs, lambda r: r.param_sparsity)
-        su = _values(runs, lambda r: r.speedup)
-        if not sp and not su:
+        rates = {}
+        for r in study.runs(column=col):
+            s, u = r.param_sparsity, r.speedup
+            if s is None and u is None:
+                continue
+            # one rate as displayed: runs that print the same are one rate
+            rates.setdefault(_rate_text(s, u), (s, u))
+        if not rates:
             cells.append(Cell("-"))
-            continue
-        s = sum(sp) / len(sp) if sp else None
-        u = sum(su) / len(su) if su else None
-        text = f"{'-' if s is None else f'{s:.2f}%'} / {'-' if u is None else f'{u:.2f}x'}"
-        cells.append(Cell(text, s, None, len(sp)))
+        elif len(rates) == 1:
+            text, (s, _) = next(iter(rates.items()))
+            cells.append(Cell(text, s, None, 1))
+        elif len(rates) <= most:
+            cells.append(Cell("mixed: " + " | ".join(sorted(rates)), None, None, len(rates)))
+        else:
+            sps = sorted(s for s, _ in rates.values() if s is not None)
+            sus = sorted(u for _, u in rates.values() if u is not None)
+            span = (f"{sps[0]:.2f}-{sps[-1]:.2f}%" if sps else "-") + " / " + (
+                f"{sus[0]:.2f}-{sus[-1]:.2f}x" if sus else "-")
+            cells.append(Cell(f"mixed: {len(rates)} rates, {span}", None, None, len(rates)))
     return Row("param sparsity / speedup", cells, info=True)
 
 
 def single_seed_warning(study: StudyData) -> str | None:
-    """The warning a single-seed study (or one with single-seed cells) shows."""
-    runs = [len(study.runs(r, c)) for r in study.rows for c in study.columns]
-    if not runs or max(runs) == 0 or min(n for n in runs if n) > 1:
+    """The warning a single-seed study (or one with single-seed cells) shows: a cell whose
+    value comes from one seed (distinct seeds of finished runs, never runs)."""
+    counts = []
+    for r in study.rows:
+        for c in study.columns:
+            seeds = {cell.run_seed for cell in study.cells_of(r, c)
+                     if cell.run is not None and getattr(cell.run, "test_acc", None) is not None}
+            counts.append(len(seeds))
+    if not counts or max(counts) == 0 or min(n for n in counts if n) > 1:
         return None
     return ("single seed: these numbers are one run each; differences are not tested for "
             "significance (run the study with --seeds 3 or more)")
 
 
+def _shown(c: Cell) -> float | None:
+    """The cell's mean as the table prints it (its ``digits``)."""
+    return None if c.mean is None else float(f"{c.mean:.{c.digits}f}")
+
+
 def mark_best(t: ReportTable) -> None:
-    """Mark the highest mean of every column among the non-info rows (ties: all)."""
+    """Mark the highest mean of every column among the non-info rows (ties: all), as
+    displayed: cells that print the same value are all marked."""
     rows = [r for r in t.rows if not r.info]
     for j in range(len(t.columns)):
-        means = [r.cells[j].mean for r in rows if j < len(r.cells)
+        means = [_shown(r.cells[j]) for r in rows if j < len(r.cells)
                  and r.cells[j].mean is not None]
         if len(means) < 2:
             continue
-        top = max(means)
+        top = max(m for m in means if m is not None)
         for r in rows:
-            if r.cells[j].mean is not None and r.cells[j].mean == top:
+            if j < len(r.cells) and r.cells[j].mean is not None and _shown(r.cells[j]) == top:
                 r.cells[j].best = True
+
+
+def _acc_cell(study: StudyData, row: str, col: str, n: int,
+              get: Callable[[RunData], float | None] = lambda r: r.test_acc) -> Cell:
+    """Mean ± std over the finished runs; a run that diverged or failed is never averaged
+    and is said in the cell (``"diverged (1 run)"``, ``"91.20 (n=1; 1 run diverged)"``)."""
+    cell = stat_cell(_values(study.runs(row, col), get), n)
+    ended: dict[str, int] = {}
+    for c in study.cells_of(row, col):
+        if c.status not in ("done", "missing"):
+            ended[c.status] = ended.get(c.status, 0) + 1
+    if ended:
+        if cell.mean is None:  # words first: the text never reads as (or sorts like) a number
+            cell.text = ", ".join(f"{s} ({k} run{'s' if k > 1 else ''})"
+                                  for s, k in sorted(ended.items()))
+            return cell
+        what = ", ".join(f"{k} run{'s' if k > 1 else ''} {s}" for s, k in sorted(ended.items()))
+        if cell.text.endswith(")"):
+            cell.text = f"{cell.text[:-1]}; {what})"
+        else:
+            cell.text += f" ({what})"
+    return cell
 
 
 def accuracy_table(study: StudyData) -> ReportTable:
@@ -159,8 +239,7 @@ def accuracy_table(study: StudyData) -> ReportTable:
         warning=single_seed_warning(study),
     )
     for row in study.rows:
-        t.rows.append(Row(row, [stat_cell(_values(study.runs(row, col), lambda r: r.test_acc), n)
-                                for col in study.columns]))
+        t.rows.append(Row(row, [_acc_cell(study, row, col, n) for col in study.columns]))
     mark_best(t)
     t.rows.append(_sparsity_row(study))
     return t
@@ -180,7 +259,9 @@ def findings_table(study: StudyData) -> ReportTable | None:
         f"{_head(study)}: did the paper's findings hold here?",
         "Each finding: row 'better' should beat row 'worse' (final-epoch test accuracy) in "
         "each column; diff = mean(better) - mean(worse) in points; Welch's t-test where "
-        "both rows have >= 2 seeds (alpha 0.05), else 'single seed: not tested'.",
+        "both rows have >= 2 seeds (alpha 0.05), else 'single seed: not tested'. A "
+        "comparison where a side has a run that diverged, failed or is missing is not "
+        "comparable, and a finding held only when every comparison was made and held.",
         ["comparison", "column", "diff", "seeds", "test", "verdict"],
         study=study.name, preset=study.preset, first="finding",
     )
@@ -188,13 +269,19 @@ def findings_table(study: StudyData) -> ReportTable | None:
         label = f"{f.claim}: {f.summary}"
         if not f.comparisons:
             t.rows.append(Row(label, [Cell("-"), Cell("-"), Cell("-"), Cell("-"), Cell("-"),
-                                      Cell(f.note or f.status)]))
+                                      Cell(f.note or f.status)],
+                              csv={"column": "", "mean": "", "n": 0,
+                                   "text": f.note or f.status}))
         for c in f.comparisons:
+            n = min(c.n_better, c.n_worse)
+            diff = "-" if c.diff is None else f"{c.diff:+.2f}"
             t.rows.append(Row(label, [
                 Cell(f"{c.better} vs {c.worse}"), Cell(c.column),
-                Cell("-" if c.diff is None else f"{c.diff:+.2f}", c.diff),
-                Cell(c.seeds, None, None, min(c.n_better, c.n_worse)),
-                Cell(c.test_text, c.p), Cell(c.verdict)]))
+                Cell(diff, c.diff), Cell(c.seeds, None, None, n),
+                Cell(c.test_text, c.p), Cell(c.verdict)],
+                csv={"column": c.column, "mean": "" if c.diff is None else _round(c.diff),
+                     "n": n, "text": f"{c.better} vs {c.worse}: diff {diff}; seeds {c.seeds}; "
+                                     f"{c.test_text}; {c.verdict}"}))
     return t
 
 
@@ -205,8 +292,9 @@ def dense_diff_table(study: StudyData) -> ReportTable:
         "dense_diff",
         f"{_head(study)}: difference to the dense model (points)",
         caption(study, "cells: mean ± std over seeds of final-epoch accuracy minus the "
-                       "dense model's (the study's full-length dense run of the same seed, "
-                       "else the run's own base model)"),
+                       "accuracy of the dense model the run descends from (the study's "
+                       "full-length dense run of that model, else the run's own base "
+                       "model)"),
         list(study.columns), study=study.name, preset=study.preset,
     )
 
@@ -214,8 +302,7 @@ def dense_diff_table(study: StudyData) -> ReportTable:
         return None if r.test_acc is None or r.dense_acc is None else r.test_acc - r.dense_acc
 
     for row in study.rows:
-        t.rows.append(Row(row, [stat_cell(_values(study.runs(row, col), diff), n)
-                                for col in study.columns]))
+        t.rows.append(Row(row, [_acc_cell(study, row, col, n, diff) for col in study.columns]))
     return t
 
 
@@ -234,8 +321,7 @@ def ta_table(study: StudyData) -> ReportTable | None:
     )
     for row in study.rows:
         runs = study.runs(row)
-        cells = [stat_cell(_values(study.runs(row, col), lambda r: r.ta), n)
-                 for col in study.columns]
+        cells = [_acc_cell(study, row, col, n, lambda r: r.ta) for col in study.columns]
         ns = sorted({r.ta_epochs for r in runs if r.ta_epochs is not None})
         lrs = sorted({r.retrain_lr for r in runs if r.retrain_lr})
         cells.append(Cell(",".join(map(str, ns)) or "-", float(ns[0]) if ns else None))
@@ -301,8 +387,18 @@ def to_rich(t: ReportTable) -> RichTable:
     return rt
 
 
-def _md_escape(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+_MD_SPECIAL = "\\`*_|[]"
+
+
+def md_escape(s: str) -> str:
+    """Text as literal Markdown (a table cell, a list item): ``\\``, backticks, ``*``,
+    ``_``, ``|`` and brackets escaped, ``<`` as ``&lt;``, line breaks as spaces."""
+    s = " ".join(str(s).splitlines()) if s else ""
+    s = "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in s)
+    return s.replace("<", "&lt;")
+
+
+_md_escape = md_escape
 
 
 def to_markdown(t: ReportTable) -> str:
@@ -323,7 +419,8 @@ def to_markdown(t: ReportTable) -> str:
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
           "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
           "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
-          "±": r"$\pm$", "−": r"$-$"}
+          "|": r"\textbar{}", '"': "{''}", "±": r"$\pm$", "−": r"$-$",
+          "\n": " ", "\r": " "}
 
 
 def latex_escape(s: str) -> str:
@@ -362,8 +459,13 @@ CSV_FIELDS = ("study", "preset", "table", "variant", "column", "mean", "std", "n
 
 def csv_rows(t: ReportTable) -> list[dict[str, object]]:
     """Tidy rows: one per table cell (with the numbers as numbers)."""
-    out = []
+    out: list[dict[str, object]] = []
     for row in t.rows:
+        if row.csv is not None:
+            out.append({"study": t.study, "preset": t.preset, "table": t.name,
+                        "variant": row.label, "column": "", "mean": "", "std": "", "n": 0,
+                        "text": "", **row.csv})
+            continue
         for col, c in zip(t.columns, row.cells, strict=True):
             out.append({"study": t.study, "preset": t.preset, "table": t.name,
                         "variant": row.label, "column": col,

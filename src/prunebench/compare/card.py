@@ -141,7 +141,8 @@ def _study_section(study: StudyData) -> dict[str, Any]:
                  for r in study.rows for c in study.columns],
         "data": study.data_label,
         "model": study.model,
-        "dense_test_acc": study.dense_acc,
+        "dense_test_acc": study.dense_acc,  # None when cells descend from several
+        "dense": study.dense_text(),
         "cells": len(study.cells),
         "finished_runs": len({r.id for r in finished}),
         "complete": study.complete,
@@ -419,7 +420,8 @@ def card_fields(card: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     dense = st["dense_test_acc"] if st is not None else None
     out.append(("dense model", f"{dense:.2f}% final-epoch test accuracy" if dense is not None
-                else _distinct([e["base_model"]["dense_test_acc"] for e in runs])))
+                else (st or {}).get("dense")
+                or _distinct([e["base_model"]["dense_test_acc"] for e in runs])))
     out.append(("base models", f"{len({e['base_model']['identity'] for e in runs})} distinct"))
     out.append(("pretraining", _distinct([_md_value(h.get("pretrain")) for h in hp])))
     if st is not None:

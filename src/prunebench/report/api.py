@@ -94,18 +94,19 @@ def render(studies: list[StudyData], fmt: str, against: str | None = None) -> st
     notes = _notes(studies, against)
     if fmt == "md":
         from prunebench.report.findings import evaluate
+        from prunebench.report.tables import md_escape as esc
 
         head = []
         for s in studies:
             flag = (" (⚠ a declared or claimed setup is not met: see the setups table)"
                     if s.setup_flagged else "")
-            head.append(f"## {s.title} [{s.key}]\n\nData: **{s.data_label}** · setup "
-                        f"(computed from the runs) **{s.setup_summary()}**{flag} · "
+            head.append(f"## {esc(s.title)} [{s.key}]\n\nData: **{esc(s.data_label)}** · "
+                        f"setup (computed from the runs) **{esc(s.setup_summary())}**{flag} · "
                         f"reproduce: `{s.command}`\n")
             found = evaluate(s)
             if found:
                 head.append("What this study found:\n\n" + "\n".join(
-                    f"- {f.claim}: **{f.summary}**" for f in found) + "\n")
+                    f"- {esc(f.claim)}: **{esc(f.summary)}**" for f in found) + "\n")
         return "\n".join(head + [to_markdown(t) for t in tables] + notes)
     if fmt == "latex":
         return ("% needs \\usepackage{booktabs}\n" + "\n".join(to_latex(t) for t in tables)

@@ -91,6 +91,7 @@ def _ray_cluster(second_node: bool = True) -> Iterator[tuple[str, str]]:
                             "127.0.0.1", "--num-cpus", "2", "--num-gpus", "1",
                             "--resources", '{"second": 1}', *common],
                            env=env, check=True, capture_output=True, timeout=120)
+        _wait_for_nodes(addr, 2 if second_node else 1, env)
         yield addr, tmp
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"ray start failed: {exc.stdout.decode()[-1500:]}"
@@ -110,6 +111,30 @@ def _end(procs: list[psutil.Process], *, hard: bool = False) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
     psutil.wait_procs(alive, timeout=10)
+
+
+def _wait_for_nodes(addr: str, n: int, env: dict[str, str], timeout: float = 60) -> None:
+    """``ray start`` returns before a joining node is registered: a study started at once
+    could see one node only (on a busy machine it did)."""
+    probe = ("import sys, time, ray\n"
+             f"ray.init(address={addr!r}, log_to_driver=False, configure_logging=False)\n"
+             f"end = time.time() + {timeout}\n"
+             f"while sum(x['Alive'] for x in ray.nodes()) < {n} and time.time() < end:\n"
+             "    time.sleep(0.5)\n"
+             f"sys.exit(0 if sum(x['Alive'] for x in ray.nodes()) >= {n} else 1)\n")
+    res = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, timeout=timeout + 60)
+    assert res.returncode == 0, f"the cluster never had {n} nodes: {res.stderr[-1500:]}"
+
+
+def _node_ids(addr: str) -> set[str]:
+    probe = ("import json, ray\n"
+             f"ray.init(address={addr!r}, log_to_driver=False, configure_logging=False)\n"
+             "print(json.dumps([x['NodeID'] for x in ray.nodes() if x['Alive']]))\n")
+    res = subprocess.run([sys.executable, "-c", probe], env=_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-1500:]
+    return set(json.loads(res.stdout.strip().splitlines()[-1]))
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +187,11 @@ def test_ray_study_matches_serial(cluster: str, tmp_path: Path) -> None:
     assert [c["run"] for c in manifest["cells"]] == [c["run"] for c in serial["cells"]]
     assert _accs(out, manifest) == _accs(tmp_path / "serial", serial)
     assert all(c["attempts"] == 1 and c["status"] == "done" for c in manifest["cells"])
-    # the runs went to both nodes, with no GPU (gpus-per-run 0), on the CPU
+    # every run says where it ran: a node of this cluster, no GPU (gpus-per-run 0), the CPU
+    # (which node is Ray's choice: SPREAD is best effort, so the test does not insist on
+    # both; the shared-GPU test below pins runs to the GPU node by their resources)
     places = [c["placement"] for c in manifest["cells"]]
-    assert len({p["node_id"] for p in places}) == 2
+    assert {p["node_id"] for p in places} <= _node_ids(cluster)
     assert all(p["gpu_ids"] == [] and p["device"] == "cpu" for p in places)
     log = [json.loads(x) for x in (out / manifest["cells"][0]["run"] / "placement.jsonl")
            .read_text().splitlines()]

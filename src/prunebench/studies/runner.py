@@ -335,13 +335,13 @@ def run_studies(
         recipes = [*(c.recipe for c in cells), *dense.values()]
         validate_recipes(list(zip(_labels(spec, name, cells, dense), recipes, strict=True)))
         every += recipes
-    # a store that cannot be written (read-only, a file, an index folder) stops the study
-    # here, not as every cell failing on its workers
     store = RunStore(out)
-    store.check_writable()
-    store.open_index()
+    store.check_writable()  # writes nothing
     if kwargs.get("backend") == "ray":
         ray_gpus(connect_ray(kwargs.get("address")), [r.model_dump(mode="json")
                                                       for r in every],
                  kwargs.get("gpus_per_run"))
+    # the last check, the first write: a store that cannot be written (read-only, a file,
+    # an index folder) stops the study here, not as every cell failing on its workers
+    store.open_index()
     return [run_study(spec, out, preset=name, validate=False, **kwargs) for name in names]

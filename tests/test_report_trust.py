@@ -19,6 +19,7 @@ Tiny real studies (synthetic data, a 3-layer MLP, one seed: seconds) back the te
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -28,6 +29,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from conftest import SMALL_STUDY_BASE
 
 from prunebench.report import load_studies, render
 from prunebench.report.data import CellData, StudyData, load_runs_data, load_study_data
@@ -49,12 +51,7 @@ from prunebench.report.tables import (
     to_markdown,
 )
 
-BASE = {"data": {"name": "synthetic", "batch_size": 64, "val_size": 128},
-        "model": {"name": "mlp", "kwargs": {"depth": 3, "width": 16}},
-        "pretrain": {"epochs": 2, "lr": "0:0.1"},
-        "prune": {"method": "l1", "layers": "fc1:0.5,fc2:0.5"},
-        "retrain": {"epochs": 1, "lr": "0:0.01"},
-        "measure": {"jsv_every": 0}}
+BASE = copy.deepcopy(SMALL_STUDY_BASE)  # this module's own copy
 
 #: the columns change the network; a row changes the pretraining: four dense models
 WIDTH = {"name": "trust-width", "title": "Width", "presets": {"cpu": {

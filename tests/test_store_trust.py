@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import copy_store
 from typer.testing import CliRunner
 
 import prunebench
@@ -61,9 +62,7 @@ def base_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 @pytest.fixture
 def store(base_store, tmp_path) -> tuple[Path, str]:
-    out = tmp_path / "runs"
-    shutil.copytree(base_store[0], out)
-    return out, base_store[1]
+    return copy_store(base_store[0], tmp_path), base_store[1]
 
 
 # -- 3: an unreadable recipe.yaml ------------------------------------------------------------

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import re
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SMALL_STUDY_BASE
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -31,12 +33,7 @@ from prunebench.studies.spec import STUDIES, load_study
 
 runner = CliRunner()
 
-BASE = {"data": {"name": "synthetic", "batch_size": 64, "val_size": 128},
-        "model": {"name": "mlp", "kwargs": {"depth": 3, "width": 16}},
-        "pretrain": {"epochs": 2, "lr": "0:0.1"},
-        "prune": {"method": "l1", "layers": "fc1:0.5,fc2:0.5"},
-        "retrain": {"epochs": 1, "lr": "0:0.01"},
-        "measure": {"jsv_every": 0}}
+BASE = copy.deepcopy(SMALL_STUDY_BASE)  # this module's own copy
 #: labels rich would read as markup; LRs whose text order is not their numeric order
 #: ("0:1e-05" sorts after "0:0.1" as text); ratios whose text order is not numeric either
 LABELS = ["L1 [w/o bn]", "L1 lr [/2]", "[bold]x"]

@@ -101,7 +101,7 @@ def render(studies: list[StudyData], fmt: str, against: str | None = None) -> st
             flag = (" (⚠ a declared or claimed setup is not met: see the setups table)"
                     if s.setup_flagged else "")
             head.append(f"## {esc(s.title)} [{s.key}]\n\nData: **{esc(s.data_label)}** · "
-                        f"setup (computed from the runs) **{esc(s.setup_summary())}**{flag} · "
+                        f"setup **{esc(s.setup_summary())}** (from the runs){flag} · "
                         f"reproduce: `{s.command}`\n")
             found = evaluate(s)
             if found:

@@ -167,8 +167,8 @@ def study_section(study: StudyData, figures: list[FigureFile],
     parts = [f'<section class="study" id="{_e(study.key)}">',
              f"<h2>{_e(study.title)} <span class='meta'>[{_e(study.key)}]</span></h2>",
              f"<p>Data: <span class='badge'>{_e(study.data_label)}</span> · comparison "
-             f"setup (computed from the runs) <span class='badge{bad}'>"
-             f"{_e(study.setup_summary())}</span></p>"]
+             f"setup <span class='badge{bad}'>{_e(study.setup_summary())}</span> (from "
+             f"the runs)</p>"]
     if study.description:
         parts.append(f'<p class="desc">{_e(study.description)}</p>')
     parts += [table_html(t) for t in head]

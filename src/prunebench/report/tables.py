@@ -95,9 +95,9 @@ def setup_caption(study: StudyData) -> str:
     texts = {c.text for c in checks.values()}
     if len(texts) == 1:
         what = "every column" if len(checks) > 1 else "the column"
-        return f"Comparison setup computed from the runs ({what}, seed-matched): {texts.pop()}"
+        return f"Comparison setup ({what}, seed-matched, from the runs): {texts.pop()}"
     per = "; ".join(f"{col}: {c.text}" for col, c in checks.items())
-    return f"Comparison setup computed from the runs per column (seed-matched): {per}"
+    return f"Comparison setup per column (seed-matched, from the runs): {per}"
 
 
 def unfinished_text(study: StudyData) -> str | None:

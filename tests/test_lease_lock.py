@@ -184,3 +184,24 @@ def test_a_dead_pid_on_another_node_waits_for_the_timeout(tmp_path, monkeypatch)
     with locked(lock):
         pass
     assert time.monotonic() - t0 >= 0.9  # taken over only once the heartbeat went stale
+
+
+def test_a_finished_runs_leftover_lease_is_cleared_on_the_next_start(tmp_path, monkeypatch):
+    """A kill between a run's result and the release of its lock left a lease nobody takes
+    again (finished runs are skipped, not locked): the next start clears it when its owner
+    is gone, and leaves a live owner's alone."""
+    import prunebench
+    from prunebench.store import clear_stale_lock
+
+    monkeypatch.setenv("PRUNEBENCH_LEASE_TIMEOUT", "60")
+    tiny = Path(__file__).parent / "fixtures" / "tiny.yaml"
+    out = tmp_path / "runs"
+    res = prunebench.run(tiny, out=out)
+    lock = out / res.id / ".lock"
+    _write_lease(lock)  # a dead pid on this node
+    again = prunebench.run(tiny, out=out)
+    assert again.status == "done" and not lease_path(lock).exists()
+    _write_lease(lock, pid=os.getpid(), token="mine")  # a live owner, fresh heartbeat
+    assert not clear_stale_lock(lock) and lease_path(lock).exists()
+    _write_lease(lock, pid=os.getpid(), heartbeat=time.time() - 3600, token="old")
+    assert clear_stale_lock(lock) and not lease_path(lock).exists()

@@ -48,7 +48,7 @@ from prunebench.stages import (
     ta_epochs,
     train_resumable,
 )
-from prunebench.store import RunStore, locked
+from prunebench.store import RunStore, clear_stale_lock, locked
 from prunebench.train import Reporter, StepHooks, TrainState, finite_weights
 
 
@@ -233,6 +233,7 @@ class RunBook:
         """The stored result when the run is done already."""
         existing = self.store.result(self.rid)
         if existing is not None and existing.status == "done":
+            clear_stale_lock(self.rdir / ".lock")  # killed after its result, before release
             return self.result(existing)
         return None
 

@@ -977,6 +977,26 @@ class _Lease:
             _remove_lease(self.lease, self.token, self.token)
 
 
+def clear_stale_lock(path: Path) -> bool:
+    """Remove the lease of the lock ``path`` when its owner is gone (no heartbeat for a
+    lease timeout, or a dead process on this node); a live owner's lease is left alone.
+    For locks nobody will take again: a finished run's, when a kill came between its
+    result and the release of its lock. Whether one was removed."""
+    lease = lease_path(Path(path))
+    data = _read_lease(lease)
+    if not data:
+        return False
+    beat = data.get("heartbeat")
+    stale = (isinstance(beat, (int, float)) and time.time() - beat > lease_timeout()) or (
+        data.get("node") == _node() and _pid_dead(data.get("pid")))
+    if not stale:
+        return False
+    try:
+        return _remove_lease(lease, secrets.token_hex(8), data.get("token"))
+    except OSError:  # a read-only store: the lease is garbage, not an error
+        return False
+
+
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` across processes and machines (a lease file, see

@@ -319,10 +319,14 @@ def _run_id(recipe: dict[str, Any]) -> str:
 
 
 def _stored_done(out: str, rid: str) -> bool:
-    from prunebench.store import RunStore
+    from prunebench.store import RunStore, clear_stale_lock
 
-    rec = RunStore(out, index_writes=False).result(rid)
-    return rec is not None and rec.status == "done"
+    store = RunStore(out, index_writes=False)
+    rec = store.result(rid)
+    done = rec is not None and rec.status == "done"
+    if done:  # a kill between its result and the release of its lock left a lease
+        clear_stale_lock(store.run_dir(rid) / ".lock")
+    return done
 
 
 def _lost(recipe: dict[str, Any], out: str, exc: BaseException) -> RunResult:

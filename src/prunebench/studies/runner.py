@@ -30,7 +30,7 @@ from prunebench.pipeline import RunResult, validate_recipes
 from prunebench.plan import plan
 from prunebench.recipe import Recipe, apply_overrides, build_recipe, set_path
 from prunebench.stacked_runs import auto_stack, stack_jobs
-from prunebench.store import RunStore
+from prunebench.store import RunStore, clear_stale_lock
 from prunebench.studies.executor import (
     check_options,
     connect_ray,
@@ -281,7 +281,10 @@ def run_study(
 
 def _done(store: RunStore, rid: str) -> bool:
     rec = store.result(rid)
-    return rec is not None and rec.status == "done"
+    done = rec is not None and rec.status == "done"
+    if done:  # a kill between its result and the release of its lock left a lease
+        clear_stale_lock(store.run_dir(rid) / ".lock")
+    return done
 
 
 def _labels(spec: StudySpec, preset: str, cells: list[Cell], dense: dict[int, Recipe]

@@ -900,6 +900,15 @@ def _remove_lease(lease: Path, token: str, expected: str | None) -> bool:
     return False
 
 
+def _owner_gone(data: dict[str, Any], timeout: float) -> bool:
+    """A lease's owner is gone: its recorded heartbeat is older than ``timeout``, or it is
+    a dead process on this node."""
+    beat = data.get("heartbeat")
+    if isinstance(beat, (int, float)) and time.time() - beat > timeout:
+        return True
+    return data.get("node") == _node() and _pid_dead(data.get("pid"))
+
+
 class _Lease:
     def __init__(self, path: Path) -> None:
         self.lease = lease_path(path)
@@ -945,10 +954,7 @@ class _Lease:
     def _stale(self, data: dict[str, Any], unchanged_for: float) -> bool:
         if unchanged_for > self.timeout:
             return True  # no heartbeat seen for a whole timeout, by our own clock
-        beat = data.get("heartbeat")
-        if isinstance(beat, (int, float)) and time.time() - beat > self.timeout:
-            return True
-        return data.get("node") == _node() and _pid_dead(data.get("pid"))
+        return _owner_gone(data, self.timeout)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
@@ -986,10 +992,7 @@ def clear_stale_lock(path: Path) -> bool:
     data = _read_lease(lease)
     if not data:
         return False
-    beat = data.get("heartbeat")
-    stale = (isinstance(beat, (int, float)) and time.time() - beat > lease_timeout()) or (
-        data.get("node") == _node() and _pid_dead(data.get("pid")))
-    if not stale:
+    if not _owner_gone(data, lease_timeout()):
         return False
     try:
         return _remove_lease(lease, secrets.token_hex(8), data.get("token"))
